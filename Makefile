@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test unit integration lint format install infra-up infra-down infra-status infra-reset clean
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED)
+
+infra-up:
+	@deploy/local/infra.sh up
+
+infra-down:
+	@deploy/local/infra.sh down
+
+infra-status:
+	@deploy/local/infra.sh status
+
+infra-reset:
+	@deploy/local/infra.sh reset
+
+## make run: infrastructure + QBO emulator + services, in the foreground (Ctrl-C stops them).
+run: install infra-up
+	@deploy/local/run.sh
+
+## make test: lint, then the whole suite against real Kafka, FerretDB and the emulator.
+test: install infra-up lint
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit tests/emulator
+
+integration: install infra-up
+	$(PY) -m pytest tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: infra-down
+	rm -rf .local $(VENV) .pytest_cache .mypy_cache .ruff_cache

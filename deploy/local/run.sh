@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: the whole system on this machine with embedded defaults and no Intuit account.
+# Infrastructure is started by `make infra-up` first; this starts the QBO emulator and the two
+# services in the foreground, prefixes their logs, and stops them all on Ctrl-C.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+py="$root/.venv/bin/python"
+cd "$root"
+
+emulator_port="${QBO_EMULATOR_PORT:-8790}"
+sync_port="${QBO_SYNC_PORT:-8000}"
+api_port="${QBO_API_PORT:-8080}"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+start() { # start NAME MODULE ARGS...
+  local name="$1"; shift
+  "$py" -u -m "$@" 2>&1 | sed -u "s/^/[$name] /" &
+  pids+=("$!")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # wait_port NAME PORT
+  for _ in $(seq 1 100); do port_open "$2" && return 0; sleep 0.1; done
+  echo "[run] $1 did not start on port $2" >&2; exit 1
+}
+
+start emulator qbo_emulator --host 127.0.0.1 --port "$emulator_port" \
+  --seed-customers 5 --seed-invoices-per-customer 20
+wait_port emulator "$emulator_port"
+
+if [[ -f services/sync/__main__.py ]]; then
+  start sync services.sync --host 127.0.0.1 --port "$sync_port"
+  wait_port sync "$sync_port"
+fi
+if [[ -f services/api/__main__.py ]]; then
+  start api services.api --host 127.0.0.1 --port "$api_port"
+  wait_port api "$api_port"
+fi
+
+cat <<MSG
+[run] QBO emulator  http://127.0.0.1:$emulator_port   (stands in for Intuit; no account needed)
+$( [[ -f services/sync/__main__.py ]] && echo "[run] sync service  http://127.0.0.1:$sync_port   (connect a company: /oauth/connect?user=you)")
+$( [[ -f services/api/__main__.py ]] && echo "[run] api + dashboard http://127.0.0.1:$api_port/")
+[run] Kafka 127.0.0.1:${QBO_KAFKA_PORT:-9092}, FerretDB mongodb://127.0.0.1:${QBO_MONGO_PORT:-27017}/ — Ctrl-C stops the services; 'make infra-down' stops the infrastructure
+MSG
+wait

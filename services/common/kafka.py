@@ -1,0 +1,107 @@
+"""Kafka wiring shared by both services: producer and consumer factories and topic set-up.
+
+Delivery guarantees are decided here, once:
+- producers use acks=all and idempotence, so a retried send cannot duplicate a record;
+- consumers never auto-commit: a handler commits an offset only after its work is durable
+  (DESIGN.md invariant 5), so a crash means redelivery, never loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.common.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    # Topic-level configs, e.g. {"retention.ms": "604800000"}.
+    config: dict[str, str] | None = None
+
+
+def topics_for(settings: Settings) -> list[TopicSpec]:
+    """The topics the system needs, sized from settings."""
+    rf = settings.kafka_replication_factor
+    return [
+        TopicSpec(settings.commands_topic, settings.commands_partitions, rf),
+        TopicSpec(settings.invoice_events_topic, settings.events_partitions, rf),
+        TopicSpec(settings.dead_letter_topic, 1, rf),
+    ]
+
+
+def make_producer(bootstrap_servers: str, client_id: str = "qbo-sync") -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=30_000,
+    )
+
+
+def make_consumer(
+    bootstrap_servers: str,
+    group_id: str,
+    *topics: str,
+    client_id: str = "qbo-sync",
+    auto_offset_reset: str = "earliest",
+    max_poll_records: int = 100,
+) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        max_poll_records=max_poll_records,
+        # Only read records whose producing transaction (if any) committed.
+        isolation_level="read_committed",
+    )
+
+
+async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> None:
+    """Create missing topics; existing ones are left as they are (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                topic_configs=s.config or {},
+            )
+            for s in specs
+            if s.name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; the topic exists, which is all we need
+            log.info("kafka.topics_created", topics=[t.name for t in new])
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap_servers: str, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()

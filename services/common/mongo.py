@@ -1,0 +1,48 @@
+"""MongoDB wiring: one async client per process (PyMongo's native asyncio API) and indexes.
+
+The code stays within what both MongoDB and FerretDB v1 support (README, "MongoDB-protocol
+server"): no multi-document transactions, no change streams, no Decimal128. Atomicity comes from
+single-document writes with guard filters instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    collection: str
+    keys: Sequence[tuple[str, int]]
+    name: str
+    unique: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def make_client(uri: str, app_name: str = "qbo-sync") -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        uri,
+        appname=app_name,
+        tz_aware=True,
+        # Fail fast at start-up and in readiness probes instead of hanging 30 s.
+        serverSelectionTimeoutMS=5_000,
+        connectTimeoutMS=5_000,
+        # Our writes are guarded and idempotent, so handlers retry them themselves; server-side
+        # retryable writes (txnNumber on a session) are not relied upon.
+        retryWrites=False,
+    )
+
+
+async def ensure_indexes(db: AsyncDatabase[Document], specs: Sequence[IndexSpec]) -> None:
+    """Create the indexes a service relies on; creating an existing index is a no-op."""
+    for spec in specs:
+        await db[spec.collection].create_index(
+            list(spec.keys), name=spec.name, unique=spec.unique, **dict(spec.options)
+        )

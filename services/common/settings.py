@@ -1,0 +1,61 @@
+"""One typed settings object, read from the environment, with defaults that work locally.
+
+Every process (sync worker, api, tests, benchmarks) builds its `Settings` once at start-up
+and passes it down; nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    # Infrastructure. The two names tests and operators know from everywhere keep their
+    # usual spelling: KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI.
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_client_id: str = "qbo-sync"
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    mongodb_database: str = "qbo_sync"
+
+    # Topics. Commands are keyed by realmId so one worker owns a realm (DESIGN.md invariant 1).
+    commands_topic: str = "qbo.commands.v1"
+    invoice_events_topic: str = "qbo.invoice-events.v1"
+    dead_letter_topic: str = "qbo.commands.dlq.v1"
+    commands_partitions: int = Field(default=6, ge=1)
+    events_partitions: int = Field(default=6, ge=1)
+    sync_consumer_group: str = "qbo-sync-worker"
+    projector_consumer_group: str = "qbo-api-projector"
+
+    # Intuit. Defaults point at the local QBO emulator; production is a configuration change.
+    qbo_api_base_url: str = "http://127.0.0.1:8790"
+    qbo_oauth_authorize_url: str = "http://127.0.0.1:8790/connect/oauth2"
+    qbo_oauth_token_url: str = "http://127.0.0.1:8790/oauth2/v1/tokens/bearer"  # noqa: S105
+    qbo_oauth_revoke_url: str = "http://127.0.0.1:8790/oauth2/v1/tokens/revoke"
+    qbo_client_id: str = "emulator-client-id"
+    qbo_client_secret: SecretStr = SecretStr("emulator-client-secret")
+    qbo_redirect_uri: str = "http://127.0.0.1:8000/oauth/callback"
+    qbo_webhook_verifier_token: SecretStr = SecretStr("emulator-verifier-token")
+    qbo_minor_version: int = Field(default=75, ge=75)
+
+    # Secrets of our own. Empty encryption keys mean "generate a throw-away key" and are only
+    # accepted when `environment` is "local" (see services.sync.app).
+    token_encryption_keys: SecretStr = SecretStr("")
+    token_encryption_primary_key_id: str = ""
+    oauth_state_secret: SecretStr = SecretStr("")
+    api_tokens: SecretStr = SecretStr("")
+    environment: str = "local"
+
+    # Logging.
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

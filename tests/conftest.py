@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.common.kafka import delete_topics, ensure_topics, topics_for
+from services.common.mongo import Document, make_client
+from services.common.settings import Settings
+from tests.infra import Endpoints, resolve_endpoints
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    found = resolve_endpoints()
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def test_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def settings(endpoints: Endpoints, test_id: str) -> AsyncIterator[Settings]:
+    """Settings for one test: its own topics and its own database, removed afterwards."""
+    s = Settings(
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        mongodb_uri=endpoints.mongodb_uri,
+        mongodb_database=f"test_{test_id}",
+        commands_topic=f"test-{test_id}.commands",
+        invoice_events_topic=f"test-{test_id}.invoice-events",
+        dead_letter_topic=f"test-{test_id}.commands-dlq",
+        sync_consumer_group=f"test-{test_id}.sync",
+        projector_consumer_group=f"test-{test_id}.projector",
+        commands_partitions=3,
+        events_partitions=3,
+    )
+    await ensure_topics(s.kafka_bootstrap_servers, topics_for(s))
+    yield s
+    await delete_topics(s.kafka_bootstrap_servers, [t.name for t in topics_for(s)])
+    client = make_client(s.mongodb_uri)
+    try:
+        await client.drop_database(s.mongodb_database)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def mongo_db(settings: Settings) -> AsyncIterator[AsyncDatabase[Document]]:
+    client = make_client(settings.mongodb_uri)
+    try:
+        yield client[settings.mongodb_database]
+    finally:
+        await client.close()
