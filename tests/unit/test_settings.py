@@ -5,7 +5,9 @@ import pytest
 from services.common.settings import Settings
 
 
-def test_defaults_work_locally() -> None:
+def test_defaults_work_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI", "QBO_MINOR_VERSION"):
+        monkeypatch.delenv(name, raising=False)
     s = Settings()
     assert s.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert s.mongodb_uri.startswith("mongodb://127.0.0.1")
