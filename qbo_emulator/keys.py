@@ -1,0 +1,9 @@
+"""Typed application keys (aiohttp ``web.AppKey``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from qbo_emulator.state import EmulatorState
+
+STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("qbo_emulator_state", EmulatorState)

@@ -1,0 +1,75 @@
+"""Exact Decimal money on the wire."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import aiohttp
+import pytest
+
+from qbo_emulator import jsonenc
+from qbo_emulator.testing import RunningEmulator
+
+from .helpers import REALM, admin_post, run_query
+
+
+def test_decimal_is_written_as_exact_number() -> None:
+    text = jsonenc.dumps({"a": Decimal("1234.56"), "b": Decimal("0.1"), "c": [Decimal("10")]})
+    assert text == '{"a":1234.56,"b":0.1,"c":[10]}'
+
+
+def test_float_sum_would_drift_but_decimal_sum_does_not() -> None:
+    total = sum((Decimal("0.1") for _ in range(3)), Decimal("0"))
+    assert jsonenc.dumps(total) == "0.3"
+    assert json.loads(jsonenc.dumps(total), parse_float=Decimal) == Decimal("0.3")
+
+
+def test_no_exponent_notation_and_negative_zero_normalised() -> None:
+    assert jsonenc.dumps(Decimal("1E+2")) == "100"
+    assert jsonenc.dumps(Decimal("-0")) == "0"
+    assert jsonenc.dumps(Decimal("0.000001")) == "0.000001"
+
+
+def test_strings_escaped_and_types_handled() -> None:
+    value = {"s": 'quote " and \\ and \n', "t": True, "f": False, "n": None, "i": 3}
+    assert json.loads(jsonenc.dumps(value)) == value
+
+
+def test_non_finite_rejected() -> None:
+    with pytest.raises(ValueError):
+        jsonenc.dumps(Decimal("NaN"))
+    with pytest.raises(TypeError):
+        jsonenc.dumps({"x": object()})
+
+
+async def test_money_round_trips_exactly_over_http(
+    emu: RunningEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    status, created = await admin_post(
+        session, emu, f"/realms/{REALM}/customers", {"DisplayName": "Money Co"}
+    )
+    assert status == 201
+    customer_id = created["Customer"]["Id"]
+    # Sent as a string so not even the test's own encoder can round it.
+    status, _ = await admin_post(
+        session,
+        emu,
+        f"/realms/{REALM}/invoices",
+        {"CustomerRef": {"value": customer_id}, "TotalAmt": "1234.56"},
+    )
+    assert status == 201
+    status, body = await run_query(session, emu, token, "select * from Invoice")
+    assert status == 200
+    invoice = body["QueryResponse"]["Invoice"][0]
+    assert invoice["TotalAmt"] == Decimal("1234.56")
+    assert invoice["Balance"] == Decimal("1234.56")
+    assert invoice["Line"][0]["Amount"] == Decimal("1234.56")
+    # And the raw text contains the literal digits, not a float approximation.
+    async with session.get(
+        emu.url(f"/v3/company/{REALM}/invoice/{invoice['Id']}"),
+        params={"minorversion": "75"},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as response:
+        raw = await response.text()
+    assert '"TotalAmt":1234.56,' in raw
