@@ -1,0 +1,1 @@
+"""Connecting a QBO company: Intuit's OAuth 2.0 endpoints and the signed `state`."""
