@@ -7,6 +7,7 @@ Parsing validates against the schema first, so a handler only ever sees a well-f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -57,11 +58,57 @@ class RefreshInvoices(Command):
 class MapCustomer(Command):
     type: ClassVar[str] = "MapCustomer"
     local_customer_id: str
-    display_name: str
+    display_name: str | None = None
     qbo_customer_id: str | None = None
 
 
-COMMAND_TYPES: dict[str, type[Command]] = {c.type: c for c in (RefreshInvoices, MapCustomer)}
+@dataclass(frozen=True, kw_only=True)
+class EntityChange:
+    """One entity QBO reported as changed (by webhook or CDC), inside a `SyncChanges`."""
+
+    entity: str  # Invoice | Customer
+    id: str
+    operation: str  # Create | Update | Delete | Void | Merge | Emailed
+    last_updated: str | None  # QBO's own time of the change, when it gave one
+    deleted_id: str | None = None  # Merge only: the entity that was absorbed
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "entity": self.entity,
+            "id": self.id,
+            "operation": self.operation,
+            "last_updated": self.last_updated,
+        }
+        if self.deleted_id is not None:
+            body["deleted_id"] = self.deleted_id
+        return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncChanges(Command):
+    """Fetch just these changed entities of one realm (ids only; QBO sends no data)."""
+
+    type: ClassVar[str] = "SyncChanges"
+    changes: tuple[EntityChange, ...]
+
+    def __post_init__(self) -> None:
+        # `parse_command` hands over the JSON list of objects; keep one typed, hashable shape.
+        items: Iterable[Any] = self.changes
+        object.__setattr__(
+            self,
+            "changes",
+            tuple(c if isinstance(c, EntityChange) else EntityChange(**c) for c in items),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["changes"] = [c.to_dict() for c in self.changes]
+        return body
+
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    c.type: c for c in (RefreshInvoices, MapCustomer, SyncChanges)
+}
 
 
 def parse_command(raw: bytes | None, schemas: SchemaSet | None = None) -> Command:

@@ -24,6 +24,7 @@ SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 COMMAND_SCHEMAS: Mapping[str, str] = {
     "RefreshInvoices": "refresh-invoices.v1",
     "MapCustomer": "map-customer.v1",
+    "SyncChanges": "sync-changes.v1",
 }
 INVOICE_UPDATED = "invoice-updated.v1"
 

@@ -15,7 +15,12 @@ EXAMPLES = sorted((SCHEMAS_DIR / "examples").rglob("*.json"))
 
 def test_every_message_schema_has_valid_and_invalid_examples() -> None:
     names = {p.parent.name for p in EXAMPLES}
-    assert names == {"refresh-invoices.v1", "map-customer.v1", "invoice-updated.v1"}
+    assert names == {
+        "refresh-invoices.v1",
+        "map-customer.v1",
+        "invoice-updated.v1",
+        "sync-changes.v1",
+    }
     for name in names:
         kinds = {p.name.split("-")[0] for p in EXAMPLES if p.parent.name == name}
         assert kinds == {"valid", "invalid"}, name
