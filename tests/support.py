@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import uvicorn
+from aiokafka import AIOKafkaConsumer
 from starlette.types import ASGIApp
+
+T = TypeVar("T")
 
 
 class MovableClock:
@@ -48,3 +52,42 @@ async def serve_asgi(app: ASGIApp, sock: socket.socket) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+) -> T:
+    """Poll `probe` until `until(result)`; fail with the last result after the timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await probe()
+        if until(result):
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last value: {result!r}")
+        await asyncio.sleep(interval_s)
+
+
+async def read_topic(bootstrap_servers: str, topic: str, idle_s: float = 1.5) -> list[Any]:
+    """Every record of `topic` from the beginning, read until nothing new arrives for `idle_s`."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=5000)
+            if not batch:
+                return records
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()

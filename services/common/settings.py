@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     qbo_webhook_verifier_token: SecretStr = SecretStr("emulator-verifier-token")
     qbo_minor_version: int = Field(default=75, ge=75)
 
+    # Sync worker. CDC is the safety net for lost webhooks: each worker polls the realms whose
+    # command partition it owns. The overlap re-reads a little of the previous window so clock
+    # skew between us and Intuit cannot lose a change (re-reads are harmless: writes are guarded).
+    cdc_poll_interval_s: float = Field(default=300.0, gt=0)
+    cdc_overlap_s: float = Field(default=60.0, ge=0)
+    command_max_attempts: int = Field(default=3, ge=1)
+    outbox_sweep_interval_s: float = Field(default=30.0, gt=0)
+
     # Secrets of our own. Empty encryption keys mean "generate a throw-away key" and are only
     # accepted when `environment` is "local" (see services.sync.app).
     token_encryption_keys: SecretStr = SecretStr("")
@@ -54,6 +62,13 @@ class Settings(BaseSettings):
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Read API (services.api).
+    # Where people reach the sync service's OAuth pages: the dashboard's "reconnect" link.
+    sync_public_url: str = "http://127.0.0.1:8000"
+    # Run the event projector inside the api process (a separate projector process may be run
+    # instead with `python -m services.api.projector`).
+    api_run_projector: bool = True
 
 
 @lru_cache(maxsize=1)

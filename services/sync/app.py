@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
@@ -17,17 +19,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.common.crypto import KeyRing
+from services.common.kafka import ensure_topics, make_consumer, make_producer, topics_for
+from services.common.messages import Command
 from services.common.mongo import Document, ensure_indexes, make_client
 from services.common.settings import Settings
+from services.sync import store as store_module
 from services.sync import vault as vault_module
+from services.sync.events import InvoiceEvents
+from services.sync.handlers import Dependencies
 from services.sync.oauth import state as state_module
 from services.sync.oauth.flow import OAuthFlow
 from services.sync.oauth.intuit import IntuitOAuthClient
 from services.sync.oauth.state import StateSigner, StateStore
 from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.client import QboClient
+from services.sync.store import CdcCheckpoints, CommandLog, CustomerMappings, InvoiceStore, Outbox
 from services.sync.vault import TokenVault
-from services.sync.web import JSON, oauth_routes
+from services.sync.web import JSON, mapping_routes, oauth_routes
+from services.sync.webhooks import webhook_routes
+from services.sync.worker import CommandWorker, WorkerOptions
 
 Clock = Callable[[], datetime]
 
@@ -73,18 +83,71 @@ class SyncService:
     vault: TokenVault
     qbo: QboClient
     oauth: OAuthFlow
+    producer: AIOKafkaProducer
+    commands: CommandLog
+    deps: Dependencies
 
     def web_app(self) -> Starlette:
         async def healthz(_: Request) -> Response:
             return JSON({"status": "ok"})
 
+        async def stats(_: Request) -> Response:
+            # Intuit meters reads per realm: this is the figure to watch.
+            return JSON({"qbo_calls_by_realm": dict(self.qbo.calls)})
+
         routes = [
             Route("/healthz", healthz),
+            Route("/stats", stats),
             *oauth_routes(
                 self.oauth, self.vault, secure_cookies=self.settings.environment != "local"
             ),
+            *mapping_routes(self.deps),
+            *webhook_routes(
+                self.settings.qbo_webhook_verifier_token.get_secret_value(), self.publish
+            ),
         ]
         return Starlette(routes=routes)
+
+    async def publish(self, commands: Sequence[Command]) -> None:
+        """Produce commands keyed by realm and wait until Kafka acknowledged all of them."""
+        sends = [
+            await self.producer.send(
+                self.settings.commands_topic, command.to_bytes(), key=command.kafka_key()
+            )
+            for command in commands
+        ]
+        await asyncio.gather(*sends)
+
+    async def run_worker(self, stop: asyncio.Event) -> None:
+        """Be one member of the sync consumer group until `stop` is set."""
+        s = self.settings
+        consumer = make_consumer(
+            s.kafka_bootstrap_servers,
+            s.sync_consumer_group,
+            s.commands_topic,
+            client_id="qbo-sync-worker",
+            max_poll_records=50,
+        )
+        await consumer.start()
+        try:
+            worker = CommandWorker(
+                consumer,
+                self.producer,
+                self.deps,
+                self.commands,
+                WorkerOptions(
+                    commands_topic=s.commands_topic,
+                    dead_letter_topic=s.dead_letter_topic,
+                    max_attempts=s.command_max_attempts,
+                    cdc_poll_interval_s=s.cdc_poll_interval_s,
+                    outbox_sweep_interval_s=s.outbox_sweep_interval_s,
+                ),
+            )
+            # Events a crashed predecessor owed, whatever their age.
+            await worker.sweep_outbox(older_than=None)
+            await worker.run(stop)
+        finally:
+            await consumer.stop()
 
 
 @asynccontextmanager
@@ -96,9 +159,14 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         trust_env=False,
     )
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync")
+    producer = make_producer(settings.kafka_bootstrap_servers, client_id="qbo-sync")
     try:
         db = mongo[settings.mongodb_database]
-        await ensure_indexes(db, [*vault_module.INDEXES, *state_module.INDEXES])
+        await ensure_indexes(
+            db, [*vault_module.INDEXES, *state_module.INDEXES, *store_module.INDEXES]
+        )
+        await ensure_topics(settings.kafka_bootstrap_servers, topics_for(settings))
+        await producer.start()
         intuit = IntuitOAuthClient(
             http,
             authorize_url=settings.qbo_oauth_authorize_url,
@@ -120,7 +188,33 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         flow = OAuthFlow(
             StateSigner(load_state_secret(settings), clock), StateStore(db), intuit, vault
         )
-        yield SyncService(settings, http, mongo, db, intuit, vault, qbo, flow)
+        invoices = InvoiceStore(db, clock)
+        outbox = Outbox(db, clock)
+        deps = Dependencies(
+            qbo=qbo,
+            vault=vault,
+            invoices=invoices,
+            mappings=CustomerMappings(db, clock),
+            events=InvoiceEvents(producer, settings.invoice_events_topic, invoices, outbox, clock),
+            outbox=outbox,
+            checkpoints=CdcCheckpoints(db, clock),
+            clock=clock,
+            cdc_overlap=timedelta(seconds=settings.cdc_overlap_s),
+        )
+        yield SyncService(
+            settings,
+            http,
+            mongo,
+            db,
+            intuit,
+            vault,
+            qbo,
+            flow,
+            producer,
+            CommandLog(db, clock),
+            deps,
+        )
     finally:
+        await producer.stop()
         await http.close()
         await mongo.close()

@@ -170,6 +170,10 @@ class TokenVault:
             raise NotConnected(realm_id)
         return self._open(doc)
 
+    async def active_realms(self) -> list[str]:
+        cursor = self._connections.find({"status": ConnectionStatus.ACTIVE.value}, {"_id": 1})
+        return [str(d["_id"]) async for d in cursor]
+
     # -- TokenSource ------------------------------------------------------------------------
 
     async def access_token(self, realm_id: str) -> str:

@@ -6,6 +6,7 @@ browser asks), never a stack trace. Nothing here returns a token.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from services.common import jsoncodec
+from services.common.messages import MapCustomer
+from services.common.schemas import MessageInvalid, default_schemas
+from services.sync import handlers
+from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.oauth.flow import REALM_ID, ConnectRejected, OAuthFlow
+from services.sync.quickbooks.errors import QboError, ReauthRequired
 from services.sync.vault import NotConnected, TokenVault
 
 NONCE_COOKIE = "qbo_oauth_nonce"
@@ -106,3 +112,47 @@ def _realm_checked(
         return response
 
     return checked
+
+
+def mapping_routes(deps: Dependencies) -> list[Route]:
+    """`POST /customers/{localCustomerId}/mapping`: map synchronously and say what happened.
+
+    Body: `{"realm_id": "...", "display_name": "..."}` or `{"realm_id": "...",
+    "qbo_customer_id": "..."}`. Ambiguous or missing matches come back with the candidates.
+    """
+
+    async def map_customer(request: Request) -> Response:
+        local_id = request.path_params["local_customer_id"]
+        try:
+            body = jsoncodec.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "bad_json", "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return error(400, "bad_json", "the body must be a JSON object")
+        try:
+            command = MapCustomer(
+                realm_id=str(body.get("realm_id", "")),
+                issued_by="api",
+                local_customer_id=local_id,
+                display_name=body.get("display_name"),
+                qbo_customer_id=body.get("qbo_customer_id"),
+            )
+            default_schemas().validate_command(command.to_dict())
+        except (MessageInvalid, TypeError) as exc:
+            return error(400, "bad_request", str(exc))
+        try:
+            mapping = await handlers.map_customer(command, deps)
+        except CommandRejected as exc:
+            status = 409 if exc.code == "ambiguous" else 404
+            return JSON({"error": exc.code, "message": exc.reason, **exc.details}, status)
+        except ReauthRequired as exc:
+            return error(409, "needs_reauth", str(exc))
+        except NotConnected as exc:
+            return error(404, "not_connected", str(exc))
+        except QboError as exc:
+            return error(502, "qbo_unavailable", f"QuickBooks did not answer: {exc.message}")
+        return JSON({"mapping": dataclasses.asdict(mapping)})
+
+    return [
+        Route("/customers/{local_customer_id:str}/mapping", map_customer, methods=["POST", "PUT"]),
+    ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -29,9 +30,18 @@ class SyncUnderTest:
 
 @pytest.fixture
 async def sync(
-    settings: Settings, emulator: RunningEmulator, clock: MovableClock
+    settings: Settings,
+    emulator: RunningEmulator,
+    clock: MovableClock,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[SyncUnderTest]:
-    """The sync service over real HTTP, talking to the emulator over real HTTP."""
+    """The sync service over real HTTP, talking to the emulator over real HTTP.
+
+    The CDC poller only runs often in tests marked `@pytest.mark.cdc_poll(seconds)`, so other
+    tests see exactly what their commands did.
+    """
+    marker = request.node.get_closest_marker("cdc_poll")
+    cdc_interval = float(marker.args[0]) if marker else 3600.0
     sock = bound_socket()
     host, port = sock.getsockname()[:2]
     wired = settings.model_copy(
@@ -41,8 +51,25 @@ async def sync(
             "qbo_oauth_token_url": emulator.url("/oauth2/v1/tokens/bearer"),
             "qbo_oauth_revoke_url": emulator.url("/oauth2/v1/tokens/revoke"),
             "qbo_redirect_uri": f"http://{host}:{port}/oauth/callback",
+            # Fast background loops and retries so tests don't wait on production timings.
+            "cdc_poll_interval_s": cdc_interval,
+            "cdc_overlap_s": 5.0,
+            "outbox_sweep_interval_s": 1.0,
+            "command_max_attempts": 2,
         }
     )
     async with sync_service(wired, clock=clock) as service:
         async with serve_asgi(service.web_app(), sock) as base_url:
             yield SyncUnderTest(service, base_url)
+
+
+@pytest.fixture
+async def worker(sync: SyncUnderTest) -> AsyncIterator[SyncUnderTest]:
+    """The sync service with one command consumer running in the background."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(sync.service.run_worker(stop))
+    try:
+        yield sync
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

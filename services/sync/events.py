@@ -1,0 +1,118 @@
+"""InvoiceUpdated events: built from stored invoice versions and published to Kafka.
+
+Emission follows an outbox (DESIGN.md invariant 4, `store.Outbox`): an entry naming the
+invoices is written before them and deleted only after Kafka acknowledged their events. A crash
+in between leaves the entry open; the redelivered command (same command id) or the periodic
+sweep emits the invoices' current versions. The event id is deterministic per version, so a
+consumer sees a repeat, never a different event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from services.common import jsoncodec
+from services.common.money import from_micros
+from services.common.mongo import Document
+from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
+from services.sync.store import InvoiceStore, Outbox
+
+EVENT_TYPE = "dev.qbo-sync.invoice.updated.v1"
+EVENT_SOURCE = "qbo-sync/sync"
+
+log = structlog.get_logger(__name__)
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def invoice_updated(doc: Document) -> dict[str, Any]:
+    """The CloudEvent for one stored invoice version (schemas/events/invoice-updated.v1)."""
+    realm_id, invoice_id, version = doc["realm_id"], doc["invoice_id"], int(doc["version"])
+    sync_token = int(doc["sync_token"])
+    data: dict[str, Any] = {
+        "realm_id": realm_id,
+        "invoice_id": invoice_id,
+        "qbo_customer_id": doc.get("qbo_customer_id") or "0",
+        "local_customer_id": doc.get("local_customer_id"),
+        "status": doc["status"],
+        "deleted": bool(doc["deleted"]),
+        "total_amt": from_micros(int(doc["total_amt_micros"])),
+        "balance": from_micros(int(doc["balance_micros"])),
+        "currency": doc.get("currency"),
+        "due_date": doc.get("due_date"),
+        "txn_date": doc.get("txn_date"),
+        "doc_number": doc.get("doc_number"),
+        "last_updated_time": doc.get("last_updated_text") or _iso(doc["last_updated_time"]),
+        "version": version,
+    }
+    if sync_token >= 0:
+        data["sync_token"] = str(sync_token)
+    return {
+        "specversion": "1.0",
+        "id": f"invoice/{realm_id}/{invoice_id}/v{version}",
+        "source": EVENT_SOURCE,
+        "type": EVENT_TYPE,
+        "subject": f"realms/{realm_id}/invoices/{invoice_id}",
+        "time": _iso(doc["stored_at"]),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+class InvoiceEvents:
+    """Publishes InvoiceUpdated events for stored versions, closing outbox entries once acked."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        store: InvoiceStore,
+        outbox: Outbox,
+        clock: Callable[[], datetime],
+        schemas: SchemaSet | None = None,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._store = store
+        self._outbox = outbox
+        self._clock = clock
+        self._schemas = schemas or default_schemas()
+        self.emitted = 0
+
+    async def publish(self, docs: Sequence[Document]) -> int:
+        """Produce one event per stored version and wait for every acknowledgement (acks=all)."""
+        deliveries = []
+        for doc in docs:
+            event = invoice_updated(doc)
+            self._schemas.validate(INVOICE_UPDATED, event)
+            key = f"{doc['realm_id']}:{doc['invoice_id']}".encode()
+            deliveries.append(
+                await self._producer.send(self._topic, jsoncodec.dumpb(event), key=key)
+            )
+        await asyncio.gather(*deliveries)
+        self.emitted += len(docs)
+        return len(docs)
+
+    async def flush(
+        self, command_id: str | None = None, older_than: timedelta | None = None
+    ) -> int:
+        """Emit the current versions behind open outbox entries (of one command, or stale ones)."""
+        cutoff = self._clock() - older_than if older_than is not None else None
+        emitted = 0
+        while entries := await self._outbox.entries(command_id, cutoff):
+            for entry in entries:
+                emitted += await self.publish(await self._store.get_many(entry["keys"]))
+                await self._outbox.close(entry["_id"])
+        if emitted:
+            log.info("outbox.flushed", events=emitted, command_id=command_id)
+        return emitted

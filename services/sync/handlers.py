@@ -1,0 +1,257 @@
+"""Command handlers: plain functions taking a command and the adapters they need.
+
+Every handler is idempotent: a redelivered command stores nothing new (versions are compared)
+and re-emits only what is still pending in the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from services.common.messages import MapCustomer, RefreshInvoices, SyncChanges
+from services.sync.events import InvoiceEvents
+from services.sync.quickbooks.client import QboClient
+from services.sync.quickbooks.mapping import (
+    InvoiceRecord,
+    UnmappableInvoice,
+    deleted_stub,
+    invoice_record,
+    parse_qbo_datetime,
+)
+from services.sync.quickbooks.query import Select
+from services.sync.store import (
+    CdcCheckpoints,
+    CustomerMapping,
+    CustomerMappings,
+    InvoiceStore,
+    Outbox,
+)
+from services.sync.vault import TokenVault
+
+log = structlog.get_logger(__name__)
+
+PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
+IDS_PER_QUERY = 200  # keeps `Id IN (…)` queries well inside URL limits
+CDC_MAX_LOOKBACK = timedelta(days=30)  # Intuit refuses older changedSince values
+CDC_FULL = 1000  # Intuit returns at most 1000 objects per entity per CDC call
+
+
+class CommandRejected(Exception):
+    """The command cannot succeed as sent (not a transient failure). `reason` is stored."""
+
+    def __init__(
+        self, reason: str, details: dict[str, Any] | None = None, code: str = "rejected"
+    ) -> None:
+        self.reason = reason
+        self.details = details or {}
+        self.code = code
+        super().__init__(reason)
+
+
+@dataclass
+class Dependencies:
+    qbo: QboClient
+    vault: TokenVault
+    invoices: InvoiceStore
+    mappings: CustomerMappings
+    events: InvoiceEvents
+    outbox: Outbox
+    checkpoints: CdcCheckpoints
+    clock: Callable[[], datetime]
+    cdc_overlap: timedelta = field(default=timedelta(seconds=60))
+
+
+def _records(realm_id: str, objects: Sequence[dict[str, Any]]) -> list[InvoiceRecord]:
+    records = []
+    for obj in objects:
+        try:
+            records.append(invoice_record(realm_id, obj))
+        except UnmappableInvoice as exc:
+            # One odd invoice must not block the customer's others; it is logged for a human.
+            log.error(
+                "invoice.unmappable", realm_id=realm_id, invoice_id=obj.get("Id"), error=str(exc)
+            )
+    return records
+
+
+async def _store_and_emit(
+    deps: Dependencies, realm_id: str, records: list[InvoiceRecord], command_id: str | None
+) -> tuple[int, int]:
+    if not records:
+        return 0, 0
+    customers = {r.qbo_customer_id for r in records if r.qbo_customer_id}
+    local_ids = await deps.mappings.local_ids(realm_id, customers)
+    entry = await deps.outbox.open(command_id, [r.key for r in records])
+    applied = await deps.invoices.apply(records, local_ids)
+    emitted = await deps.events.publish(applied.written)
+    await deps.outbox.close(entry)
+    return applied.stored, emitted
+
+
+async def refresh_invoices(command: RefreshInvoices, deps: Dependencies) -> dict[str, int]:
+    """The spec's fetchInvoicesForCustomer: every invoice of one mapped customer, page by page."""
+    mapping = await deps.mappings.get(command.local_customer_id)
+    if mapping is None:
+        raise CommandRejected(
+            f"customer {command.local_customer_id} is not mapped to QBO", code="not_mapped"
+        )
+    if mapping.realm_id != command.realm_id:
+        raise CommandRejected(
+            f"customer {command.local_customer_id} is mapped in realm {mapping.realm_id}, "
+            f"not {command.realm_id}"
+        )
+    # Precondition: a usable connection (refreshes an expired access token first; raises
+    # ReauthRequired or NotConnected otherwise).
+    await deps.vault.access_token(command.realm_id)
+
+    select = Select("Invoice").where("CustomerRef", "=", mapping.qbo_customer_id).order_by("Id")
+    # Events owed by an earlier attempt of this command that died between write and produce.
+    emitted = await deps.events.flush(command_id=command.command_id)
+    fetched = stored = 0
+    async for page in deps.qbo.query_pages(command.realm_id, select, page_size=PAGE_SIZE):
+        fetched += len(page)
+        records = _records(command.realm_id, page)
+        s, e = await _store_and_emit(deps, command.realm_id, records, command.command_id)
+        stored, emitted = stored + s, emitted + e
+    await deps.mappings.synced(command.local_customer_id, command.command_id)
+    log.info(
+        "refresh.done",
+        realm_id=command.realm_id,
+        local_customer_id=command.local_customer_id,
+        fetched=fetched,
+        stored=stored,
+        events=emitted,
+    )
+    return {"fetched": fetched, "stored": stored, "events": emitted}
+
+
+async def map_customer(command: MapCustomer, deps: Dependencies) -> CustomerMapping:
+    """Find the QBO customer by id, exact DisplayName, or a search; never guess."""
+    realm_id = command.realm_id
+    await deps.vault.access_token(realm_id)
+    if command.qbo_customer_id:
+        found = await deps.qbo.query(
+            realm_id, Select("Customer").where("Id", "=", command.qbo_customer_id).render()
+        )
+        customers = found.get("Customer", [])
+        if not customers:
+            raise CommandRejected(
+                f"QBO customer {command.qbo_customer_id} does not exist", code="not_found"
+            )
+        match = customers[0]
+    else:
+        name = command.display_name or ""  # the schema requires a name when there is no id
+        exact = await deps.qbo.query(
+            realm_id, Select("Customer").where("DisplayName", "=", name).render()
+        )
+        matches = exact.get("Customer", [])
+        if len(matches) > 1:
+            raise CommandRejected(
+                "several QBO customers have this name", _candidates(matches), code="ambiguous"
+            )
+        if not matches:
+            words = [w for w in name.replace("%", " ").split() if len(w) > 1]
+            term = max(words, key=len) if words else name
+            search = await deps.qbo.query(
+                realm_id,
+                Select("Customer")
+                .where("DisplayName", "LIKE", f"%{term}%")
+                .order_by("DisplayName")
+                .render(max_results=10),
+            )
+            raise CommandRejected(
+                f"no QBO customer is named {name!r}",
+                _candidates(search.get("Customer", [])),
+                code="not_found",
+            )
+        match = matches[0]
+    mapping = CustomerMapping(
+        local_customer_id=command.local_customer_id,
+        realm_id=realm_id,
+        qbo_customer_id=str(match["Id"]),
+        display_name=str(match.get("DisplayName", "")),
+    )
+    await deps.mappings.save(mapping)
+    log.info(
+        "customer.mapped",
+        realm_id=realm_id,
+        local_customer_id=mapping.local_customer_id,
+        qbo_customer_id=mapping.qbo_customer_id,
+    )
+    return mapping
+
+
+def _candidates(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {"qbo_customer_id": str(c.get("Id")), "display_name": c.get("DisplayName")}
+            for c in customers[:10]
+        ]
+    }
+
+
+async def sync_changes(command: SyncChanges, deps: Dependencies) -> dict[str, int]:
+    """Fetch only the invoices a webhook named (reads are metered; writes are not)."""
+    realm_id = command.realm_id
+    records: list[InvoiceRecord] = []
+    to_fetch: list[str] = []
+    for change in command.changes:
+        if change.entity != "Invoice":
+            continue  # customer changes don't alter invoices we store
+        if change.operation == "Delete":
+            when = parse_qbo_datetime(change.last_updated) if change.last_updated else deps.clock()
+            records.append(deleted_stub(realm_id, change.id, when))
+        elif change.id not in to_fetch:
+            to_fetch.append(change.id)
+    deleted = {r.invoice_id for r in records}
+    to_fetch = [i for i in to_fetch if i not in deleted]
+    for start in range(0, len(to_fetch), IDS_PER_QUERY):
+        ids = to_fetch[start : start + IDS_PER_QUERY]
+        found = await deps.qbo.query(
+            realm_id,
+            Select("Invoice").where("Id", "IN", ids).order_by("Id").render(max_results=PAGE_SIZE),
+        )
+        records.extend(_records(realm_id, found.get("Invoice", [])))
+    owed = await deps.events.flush(command_id=command.command_id)
+    stored, emitted = await _store_and_emit(deps, realm_id, records, command.command_id)
+    return {"fetched": len(records), "stored": stored, "events": emitted + owed}
+
+
+async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
+    """CDC: everything that changed since the checkpoint; the checkpoint moves after the writes."""
+    now = deps.clock()
+    since = await deps.checkpoints.get(realm_id)
+    if since is None:
+        # A new connection starts from now: its history arrives by refresh commands.
+        await deps.checkpoints.move(realm_id, now)
+        return {"fetched": 0, "stored": 0, "events": 0}
+    start = since - deps.cdc_overlap
+    oldest_allowed = now - CDC_MAX_LOOKBACK + timedelta(minutes=5)
+    if start < oldest_allowed:
+        log.warning("cdc.window_clamped", realm_id=realm_id, since=since.isoformat())
+        start = oldest_allowed
+    fetched = stored = emitted = 0
+    while True:
+        changes = await deps.qbo.cdc(realm_id, ["Invoice", "Customer"], start)
+        invoices = changes.get("Invoice", [])
+        records = _records(realm_id, invoices)
+        s, e = await _store_and_emit(deps, realm_id, records, None)
+        fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
+        if len(invoices) < CDC_FULL or not records:
+            await deps.checkpoints.move(realm_id, now)
+            break
+        # A full answer may have left changes out: narrow the window to start at the newest
+        # change we got and ask again (the overlap re-reads that instant; writes are guarded).
+        newest = max(r.last_updated_time for r in records)
+        if newest <= start:
+            log.error("cdc.window_stuck", realm_id=realm_id, start=start.isoformat())
+            await deps.checkpoints.move(realm_id, newest)
+            break
+        start = newest
+        await deps.checkpoints.move(realm_id, newest)
+    return {"fetched": fetched, "stored": stored, "events": emitted}

@@ -1,0 +1,182 @@
+"""QBO Invoice JSON -> `InvoiceRecord`: pure code, no I/O.
+
+Intuit facts encoded here (DESIGN.md, "QBO facts"):
+- invoices have no `Active` field; a voided invoice keeps its Id with zero amounts and a
+  "Voided" private note; a deleted one is known only from CDC/webhooks as a stub
+  `{"status": "Deleted", "Id", "MetaData": {"LastUpdatedTime"}}`;
+- `SyncToken` is a decimal string that grows by one per change; together with
+  `MetaData.LastUpdatedTime` it orders versions of one invoice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from services.common import jsoncodec
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    VOIDED = "voided"
+    DELETED = "deleted"
+
+
+class UnmappableInvoice(ValueError):
+    """The JSON is not an invoice we can store (missing Id, bad dates...)."""
+
+
+@dataclass(frozen=True)
+class InvoiceRecord:
+    realm_id: str
+    invoice_id: str
+    qbo_customer_id: str | None
+    doc_number: str | None
+    txn_date: date | None
+    due_date: date | None
+    currency: str | None
+    total_amt: Decimal
+    balance: Decimal
+    status: InvoiceStatus
+    sync_token: int
+    last_updated_time: datetime
+    raw_json: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.status is InvoiceStatus.DELETED
+
+    @property
+    def key(self) -> str:
+        return f"{self.realm_id}:{self.invoice_id}"
+
+    def is_newer_than(self, sync_token: int, last_updated_time: datetime, deleted: bool) -> bool:
+        """Would storing this record move the stored version forward? (DESIGN.md invariant 3)
+
+        A deletion is final: nothing replaces a tombstone, and a deletion replaces anything
+        that is not one. Otherwise (SyncToken, LastUpdatedTime) must grow.
+        """
+        if deleted:
+            return False
+        if self.deleted:
+            return True
+        return (self.sync_token, self.last_updated_time) > (sync_token, last_updated_time)
+
+
+def parse_qbo_datetime(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise UnmappableInvoice(f"expected a timestamp, got {text!r}")
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UnmappableInvoice(f"bad timestamp {text!r}") from None
+    if parsed.tzinfo is None:
+        raise UnmappableInvoice(f"timestamp without a UTC offset: {text!r}")
+    return parsed
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise UnmappableInvoice(f"bad date {value!r}") from None
+
+
+def _money(value: Any) -> Decimal:
+    if value is None:
+        return Decimal("0")
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        # A float here would mean someone parsed Intuit's JSON without parse_float=Decimal.
+        raise UnmappableInvoice(f"amount {value!r} is not exact")
+    try:
+        return Decimal(value)
+    except ArithmeticError:
+        raise UnmappableInvoice(f"bad amount {value!r}") from None
+
+
+def _ref(value: Any) -> str | None:
+    if isinstance(value, Mapping) and value.get("value") not in (None, ""):
+        return str(value["value"])
+    return None
+
+
+def is_voided(invoice: Mapping[str, Any]) -> bool:
+    note = str(invoice.get("PrivateNote") or "")
+    return "voided" in note.lower() and _money(invoice.get("TotalAmt")) == 0
+
+
+def invoice_record(realm_id: str, invoice: Mapping[str, Any]) -> InvoiceRecord:
+    """Map one Invoice object (from a query, a read or CDC) to the record we store."""
+    invoice_id = invoice.get("Id")
+    if not isinstance(invoice_id, str) or not invoice_id.isdigit():
+        raise UnmappableInvoice(f"invoice without a numeric Id: {invoice_id!r}")
+    meta = invoice.get("MetaData")
+    if not isinstance(meta, Mapping):
+        raise UnmappableInvoice(f"invoice {invoice_id} has no MetaData")
+    last_updated = parse_qbo_datetime(meta.get("LastUpdatedTime"))
+    raw = jsoncodec.dumps(invoice)
+
+    if str(invoice.get("status", "")).lower() == "deleted":
+        return InvoiceRecord(
+            realm_id=realm_id,
+            invoice_id=invoice_id,
+            qbo_customer_id=_ref(invoice.get("CustomerRef")),
+            doc_number=None,
+            txn_date=None,
+            due_date=None,
+            currency=None,
+            total_amt=Decimal("0"),
+            balance=Decimal("0"),
+            status=InvoiceStatus.DELETED,
+            sync_token=-1,  # stubs carry none; deletion is ordered by being final instead
+            last_updated_time=last_updated,
+            raw_json=raw,
+        )
+
+    try:
+        sync_token = int(str(invoice.get("SyncToken")))
+    except ValueError:
+        raise UnmappableInvoice(f"invoice {invoice_id} has no numeric SyncToken") from None
+    total, balance = _money(invoice.get("TotalAmt")), _money(invoice.get("Balance"))
+    if is_voided(invoice):
+        status = InvoiceStatus.VOIDED
+    elif balance == 0:
+        status = InvoiceStatus.PAID
+    else:
+        status = InvoiceStatus.OPEN
+    doc_number = invoice.get("DocNumber")
+    return InvoiceRecord(
+        realm_id=realm_id,
+        invoice_id=invoice_id,
+        qbo_customer_id=_ref(invoice.get("CustomerRef")),
+        doc_number=str(doc_number) if doc_number not in (None, "") else None,
+        txn_date=_date(invoice.get("TxnDate")),
+        due_date=_date(invoice.get("DueDate")),
+        currency=_ref(invoice.get("CurrencyRef")),
+        total_amt=total,
+        balance=balance,
+        status=status,
+        sync_token=sync_token,
+        last_updated_time=last_updated,
+        raw_json=raw,
+    )
+
+
+def deleted_stub(realm_id: str, invoice_id: str, last_updated: datetime) -> InvoiceRecord:
+    """A deletion known from a webhook (which carries no entity body)."""
+    return invoice_record(
+        realm_id,
+        {
+            "Id": invoice_id,
+            "status": "Deleted",
+            "domain": "QBO",
+            "MetaData": {"LastUpdatedTime": last_updated.isoformat()},
+        },
+    )
