@@ -22,7 +22,6 @@ from services.common.settings import Settings
 from tests.infra import ROOT
 from tests.integration.conftest import SyncUnderTest
 from tests.integration.test_sync_worker import (
-    REALM,
     add_invoices,
     connect_and_map,
     events,
