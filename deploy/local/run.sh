@@ -49,7 +49,7 @@ fi
 cat <<MSG
 [run] QBO emulator  http://127.0.0.1:$emulator_port   (stands in for Intuit; no account needed)
 $( [[ -f services/sync/__main__.py ]] && echo "[run] sync service  http://127.0.0.1:$sync_port   (connect a company: /oauth/connect?user=you)")
-$( [[ -f services/api/__main__.py ]] && echo "[run] api + dashboard http://127.0.0.1:$api_port/")
+$( [[ -f services/api/__main__.py ]] && echo "[run] dashboard     http://127.0.0.1:$api_port/?customer=<id>#token=dev-token   (api: /api, /openapi.json)")
 [run] Kafka 127.0.0.1:${QBO_KAFKA_PORT:-9092}, FerretDB mongodb://127.0.0.1:${QBO_MONGO_PORT:-27017}/ — Ctrl-C stops the services; 'make infra-down' stops the infrastructure
 MSG
 wait

@@ -1,0 +1,111 @@
+"""Composition root of the api: builds every adapter once, wires routes and the projector.
+
+async with api_service(settings) as service:  # Mongo, Kafka producer, projector task
+    app = service.web_app()  # the Starlette app over them
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from services.api.auth import ApiTokens, load_api_tokens
+from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.producer import LazyProducer
+from services.api.projector import DeadLetters, Projector, run_projector
+from services.api.responses import EXCEPTION_HANDLERS
+from services.api.routes import RouteContext, api_routes
+from services.api.store import CommandRecords, ReadInvoices, SyncRecords
+from services.common.mongo import Document, make_client
+from services.common.settings import Settings
+
+Clock = Callable[[], datetime]
+log = structlog.get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ApiService:
+    settings: Settings
+    tokens: ApiTokens
+    mongo: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+    producer: LazyProducer
+    metrics: ApiMetrics
+    projector: Projector
+    clock: Clock
+    projector_task: asyncio.Task[None] | None = None
+
+    def web_app(self) -> Starlette:
+        async def ping_mongo() -> Any:
+            return await self.db.command("ping")
+
+        routes = api_routes(
+            RouteContext(
+                tokens=self.tokens,
+                invoices=ReadInvoices(self.db),
+                sync_records=SyncRecords(self.db),
+                commands=CommandRecords(self.db),
+                producer=self.producer,
+                metrics=self.metrics,
+                commands_topic=self.settings.commands_topic,
+                sync_public_url=self.settings.sync_public_url,
+                clock=self.clock,
+                ping_mongo=ping_mongo,
+            )
+        )
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(MetricsMiddleware, metrics=self.metrics, routes=routes)],
+            exception_handlers=EXCEPTION_HANDLERS,
+        )
+
+
+@asynccontextmanager
+async def api_service(
+    settings: Settings, clock: Clock = utc_now, run_projector_task: bool | None = None
+) -> AsyncIterator[ApiService]:
+    """Build the api's adapters (and start its projector), yield them, close them afterwards.
+
+    Neither Kafka nor MongoDB has to be up at start-up: the producer connects on first use and
+    the projector retries, while `/readyz` reports what is missing.
+    """
+    tokens = load_api_tokens(settings)  # refuses to run without tokens outside local
+    if not settings.api_tokens.get_secret_value():
+        log.warning("api.dev_token_accepted", hint="set API_TOKENS outside local development")
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api")
+    producer = LazyProducer(settings.kafka_bootstrap_servers, f"{settings.kafka_client_id}-api")
+    metrics = ApiMetrics()
+    db = mongo[settings.mongodb_database]
+    projector = Projector(
+        ReadInvoices(db), DeadLetters(producer, settings.dead_letter_topic), metrics, clock=clock
+    )
+    service = ApiService(settings, tokens, mongo, db, producer, metrics, projector, clock)
+    run = settings.api_run_projector if run_projector_task is None else run_projector_task
+    try:
+        if run:
+            service.projector_task = asyncio.create_task(
+                run_projector(settings, projector), name="projector"
+            )
+        yield service
+    finally:
+        if service.projector_task is not None:
+            service.projector_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service.projector_task
+        await producer.stop()
+        await mongo.close()

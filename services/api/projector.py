@@ -1,0 +1,360 @@
+"""The projector: InvoiceUpdated events -> the `read_invoices` read model.
+
+Delivery is at least once and partitions may be re-read, so projection is idempotent and
+order-safe: a version is stored only when it is newer than the stored one (`ReadInvoices.apply`).
+An offset is committed only after the write it stands for (DESIGN.md invariant 5). An event that
+can never be projected (not JSON, off-contract, inexact money) goes to the dead-letter topic
+with the reason, and is committed past so one bad record cannot stall its partition; a failing
+database is different: the record is retried, never skipped.
+
+    python -m services.api.projector            # run the projector on its own
+    python -m services.api.projector --rebuild  # drop the read model, replay the whole topic
+
+A rebuild may run while other projectors keep going: every write is version-guarded, so the
+replayed older versions never overwrite newer ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, KafkaError
+from pymongo.errors import PyMongoError
+
+from services.api.metrics import ApiMetrics
+from services.api.producer import LazyProducer
+from services.api.readmodel import UnprojectableEvent, invoice_key, read_invoice
+from services.api.store import Applied, ReadInvoices
+from services.common import jsoncodec
+from services.common.kafka import ensure_topics, make_consumer, topics_for
+from services.common.logging import configure_logging
+from services.common.mongo import Document, make_client
+from services.common.schemas import INVOICE_UPDATED, MessageInvalid, SchemaSet, default_schemas
+from services.common.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_MAX_REASON = 1000
+# Failures of our own infrastructure: retry the record later, never dead-letter it.
+RETRYABLE = (PyMongoError, KafkaError, OSError)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    STALE = "stale"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class Rejected(Exception):
+    """A record that will never project; `error_type` goes to the `dlq.error_type` header."""
+
+    def __init__(self, reason: str, error_type: str) -> None:
+        self.reason = reason
+        self.error_type = error_type
+        super().__init__(reason)
+
+
+class DeadLetters:
+    """The dead-letter topic: the original key and bytes, plus where they came from and why."""
+
+    def __init__(self, producer: LazyProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(self, record: ConsumerRecord[bytes, bytes], rejected: Rejected) -> None:
+        headers = [
+            *(record.headers or ()),
+            ("dlq.reason", rejected.reason[:_MAX_REASON].encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.error_type", rejected.error_type.encode()),
+        ]
+        await self._producer.send_and_wait(
+            self._topic, value=record.value, key=record.key, headers=headers
+        )
+
+
+def parse_event(
+    record: ConsumerRecord[bytes, bytes], schemas: SchemaSet, projected_at: datetime
+) -> Document:
+    """A record -> the read-model document it stands for, or `Rejected` with the reason."""
+    if record.value is None:
+        raise Rejected("empty record (tombstone)", "EmptyRecord")
+    try:
+        event = jsoncodec.loads(record.value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Rejected(f"not JSON: {exc}", "InvalidJSON") from None
+    except RecursionError:  # absurdly deep nesting: poison, not a reason to stop projecting
+        raise Rejected("not JSON: nested too deeply", "InvalidJSON") from None
+    try:
+        schemas.validate(INVOICE_UPDATED, event)
+    except MessageInvalid as exc:
+        where = f" at {exc.path}" if exc.path else ""
+        raise Rejected(f"{exc.reason}{where}", "SchemaViolation") from None
+    try:
+        doc = read_invoice(event, projected_at)
+    except UnprojectableEvent as exc:
+        raise Rejected(str(exc), "UnprojectableEvent") from None
+    if record.key is not None:
+        expected = invoice_key(doc["realm_id"], doc["invoice_id"])
+        if record.key != expected.encode():
+            # The key decides the partition, and so the order of an invoice's versions.
+            raise Rejected(f"record key does not match the event (expected {expected})", "BadKey")
+    return doc
+
+
+@dataclass
+class Projector:
+    """Projects records one by one; `run_projector` drives it from the consumer group."""
+
+    read_invoices: ReadInvoices
+    dead_letters: DeadLetters
+    metrics: ApiMetrics
+    schemas: SchemaSet = field(default_factory=default_schemas)
+    clock: Clock = utc_now
+    retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+    async def project(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
+        """Project one record. Raises only for retryable infrastructure failures."""
+        try:
+            doc = parse_event(record, self.schemas, self.clock())
+        except Rejected as rejected:
+            await self.dead_letters.send(record, rejected)
+            log.warning(
+                "projector.dead_lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=rejected.reason,
+                error_type=rejected.error_type,
+            )
+            outcome = Outcome.DEAD_LETTERED
+        else:
+            applied = await self.read_invoices.apply(doc)
+            outcome = Outcome.STORED if applied is Applied.STORED else Outcome.STALE
+            log.debug(
+                "projector.projected", invoice=doc["_id"], version=doc["version"], outcome=outcome
+            )
+        self.metrics.events.labels(outcome.value).inc()
+        return outcome
+
+    async def consume(self, consumer: AIOKafkaConsumer) -> None:
+        """Project batch after batch until cancelled; commit each partition after its writes."""
+        failures = 0
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                done = await self._project_partition(consumer, tp, records)
+                failures = 0 if done else failures + 1
+                if not done:
+                    await asyncio.sleep(self.delay_after(failures))
+
+    async def _project_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> bool:
+        """Project `records` of one partition; on a retryable failure, rewind to the failed
+        record (after committing what is done) and report False."""
+        next_offset: int | None = None
+        failed = False
+        for record in records:
+            try:
+                await self.project(record)
+            except RETRYABLE as exc:
+                log.warning(
+                    "projector.retrying",
+                    partition=tp.partition,
+                    offset=record.offset,
+                    error=repr(exc),
+                )
+                consumer.seek(tp, record.offset)
+                failed = True
+                break
+            next_offset = record.offset + 1
+        if next_offset is not None:
+            try:
+                await consumer.commit({tp: next_offset})
+            except CommitFailedError as exc:
+                # The partition moved to another member: it re-reads from the last commit and
+                # the version guard makes the repeat harmless.
+                log.info("projector.commit_lost", partition=tp.partition, error=str(exc))
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            position = next_offset if next_offset is not None else records[0].offset
+            self.metrics.lag.labels(str(tp.partition)).set(max(highwater - position, 0))
+        return not failed
+
+    def delay_after(self, failures: int) -> float:
+        """Back-off before the next try after `failures` consecutive failures (>= 1)."""
+        return self.retry_delays[min(max(failures, 1), len(self.retry_delays)) - 1]
+
+
+async def run_projector(settings: Settings, projector: Projector) -> None:
+    """Join the projector's consumer group and project until cancelled, reconnecting (with
+    back-off) whenever Kafka or the database fails."""
+    failures = 0
+    while True:
+        consumer = make_consumer(
+            settings.kafka_bootstrap_servers,
+            settings.projector_consumer_group,
+            settings.invoice_events_topic,
+            client_id=f"{settings.kafka_client_id}-projector",
+        )
+        try:
+            await projector.read_invoices.prepare()
+            # Idempotent; without the topic the consumer would only log errors until it exists.
+            await ensure_topics(settings.kafka_bootstrap_servers, topics_for(settings))
+            await consumer.start()
+            log.info("projector.started", topic=settings.invoice_events_topic)
+            failures = 0
+            await projector.consume(consumer)
+        except Exception as exc:
+            # Infrastructure failures are expected (RETRYABLE); anything else is a bug, but the
+            # projector must not die silently inside the api process: log it and start again.
+            failures += 1
+            delay = projector.delay_after(failures)
+            if isinstance(exc, RETRYABLE):
+                log.warning("projector.restarting", error=repr(exc), in_seconds=delay)
+            else:
+                log.exception("projector.crashed", in_seconds=delay)
+            await asyncio.sleep(delay)
+        finally:
+            await consumer.stop()
+
+
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        raise KafkaError(f"cannot describe topic {topic} (error {described['error_code']})")
+    return sorted(int(p["partition"]) for p in described["partitions"])
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    partitions: int
+    records: int
+    outcomes: Mapping[str, int]
+
+
+async def rebuild(
+    settings: Settings,
+    projector: Projector,
+    idle_timeout: float = 60.0,
+) -> RebuildReport:
+    """Drop the read model and replay every partition from its earliest offset up to the end
+    offsets seen at the start. Uses its own partition assignment and commits nothing, so the
+    consumer group's members (the api's projector) are left undisturbed."""
+    await projector.read_invoices.drop()
+    await projector.read_invoices.prepare()
+    consumer = make_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.projector_consumer_group,
+        client_id=f"{settings.kafka_client_id}-projector-rebuild",
+    )
+    outcomes: dict[str, int] = {o.value: 0 for o in Outcome}
+    records_seen = 0
+    partitions = await topic_partitions(
+        settings.kafka_bootstrap_servers, settings.invoice_events_topic
+    )
+    tps = [TopicPartition(settings.invoice_events_topic, p) for p in partitions]
+    await consumer.start()
+    try:
+        if not tps:
+            return RebuildReport(0, 0, outcomes)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
+        async with asyncio.timeout(idle_timeout) as deadline:
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        if record.offset >= end[tp]:
+                            break
+                        outcomes[(await projector.project(record)).value] += 1
+                        records_seen += 1
+                    deadline.reschedule(asyncio.get_running_loop().time() + idle_timeout)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    log.info("projector.rebuilt", partitions=len(tps), records=records_seen, **outcomes)
+    return RebuildReport(len(tps), records_seen, outcomes)
+
+
+async def _main(rebuild_only: bool) -> int:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-projector")
+    producer = LazyProducer(settings.kafka_bootstrap_servers, f"{settings.kafka_client_id}-dlq")
+    projector = Projector(
+        ReadInvoices(mongo[settings.mongodb_database]),
+        DeadLetters(producer, settings.dead_letter_topic),
+        ApiMetrics(),
+    )
+    try:
+        if rebuild_only:
+            report = await rebuild(settings, projector)
+            print(
+                jsoncodec.dumps(
+                    {
+                        "rebuilt": True,
+                        "partitions": report.partitions,
+                        "records": report.records,
+                        "outcomes": dict(report.outcomes),
+                    }
+                ),
+                flush=True,
+            )
+            return 0
+        task = asyncio.create_task(run_projector(settings, projector))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0
+    finally:
+        await producer.stop()
+        await mongo.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.api.projector")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="drop the read model, replay the invoice events topic from the earliest offset, exit",
+    )
+    args = parser.parse_args(argv)
+    sys.exit(asyncio.run(_main(args.rebuild)))
+
+
+if __name__ == "__main__":
+    main()

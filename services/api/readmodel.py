@@ -1,0 +1,152 @@
+"""The invoice read model: InvoiceUpdated events in, API representations out. Pure code, no I/O.
+
+A `read_invoices` document (docs/data-model.md) is a flattened copy of the newest event the
+projector has seen for an invoice, with money as integer micros. Rendering turns micros back
+into exact `Decimal`s, which `jsoncodec` writes digit for digit (DESIGN.md invariant 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from services.common.money import InexactAmount, from_micros, to_micros
+from services.common.mongo import Document
+
+# BSON integers are signed 64-bit; a larger amount or version cannot be stored exactly.
+_INT64_MAX = 2**63 - 1
+# Invoices that no longer ask for money: excluded from the amount totals, still listed.
+CLOSED_STATUSES = frozenset({"voided", "deleted"})
+
+
+class UnprojectableEvent(ValueError):
+    """A schema-valid event that still cannot be stored faithfully (dead-lettered)."""
+
+
+def invoice_key(realm_id: str, invoice_id: str) -> str:
+    """`_id` of a read-model document and the Kafka key of its events."""
+    return f"{realm_id}:{invoice_id}"
+
+
+def _micros(data: Mapping[str, Any], name: str) -> int:
+    try:
+        micros = to_micros(data[name])
+    except InexactAmount as exc:
+        raise UnprojectableEvent(f"data.{name}: {exc}") from None
+    if abs(micros) > _INT64_MAX:
+        raise UnprojectableEvent(f"data.{name} is too large to store exactly")
+    return micros
+
+
+def read_invoice(event: Mapping[str, Any], projected_at: datetime) -> Document:
+    """The read-model document for a schema-valid InvoiceUpdated event."""
+    data = event["data"]
+    realm_id, invoice_id = data["realm_id"], data["invoice_id"]
+    subject = f"realms/{realm_id}/invoices/{invoice_id}"
+    if event["subject"] != subject:
+        raise UnprojectableEvent(f"subject {event['subject']!r} does not match data ({subject})")
+    version = data["version"]
+    if version > _INT64_MAX:
+        raise UnprojectableEvent("data.version is too large")
+    deleted = bool(data["deleted"])
+    return {
+        "_id": invoice_key(realm_id, invoice_id),
+        "local_customer_id": data["local_customer_id"],
+        "realm_id": realm_id,
+        "invoice_id": invoice_id,
+        "qbo_customer_id": data["qbo_customer_id"],
+        "doc_number": data["doc_number"],
+        "txn_date": data.get("txn_date"),
+        "due_date": data["due_date"],
+        "currency": data["currency"],
+        "total_amt_micros": _micros(data, "total_amt"),
+        "balance_micros": _micros(data, "balance"),
+        # The deleted flag wins: a deleted invoice is shown as deleted whatever it owed before.
+        "status": "deleted" if deleted else data["status"],
+        "deleted": deleted,
+        "version": version,
+        "last_updated_time": data["last_updated_time"],
+        "projected_at": projected_at,
+    }
+
+
+def is_overdue(doc: Mapping[str, Any], today: date) -> bool:
+    """Open with a due date before today. Due dates are calendar dates compared as ISO text."""
+    due = doc.get("due_date")
+    return doc.get("status") == "open" and isinstance(due, str) and due < today.isoformat()
+
+
+def iso_timestamp(value: Any) -> str | None:
+    """A stored timestamp as RFC 3339 text (`Z` for UTC); strings are passed through."""
+    if isinstance(value, datetime):
+        moment: datetime = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.isoformat().replace("+00:00", "Z")
+    return value if isinstance(value, str) else None
+
+
+def render_invoice(doc: Mapping[str, Any], today: date) -> dict[str, Any]:
+    """One invoice as the API shows it (OpenAPI schema `Invoice`)."""
+    return {
+        "invoice_id": doc["invoice_id"],
+        "realm_id": doc["realm_id"],
+        "qbo_customer_id": doc.get("qbo_customer_id"),
+        "doc_number": doc.get("doc_number"),
+        "txn_date": doc.get("txn_date"),
+        "due_date": doc.get("due_date"),
+        "currency": doc.get("currency"),
+        "total_amt": from_micros(int(doc["total_amt_micros"])),
+        "balance": from_micros(int(doc["balance_micros"])),
+        "status": doc["status"],
+        "overdue": is_overdue(doc, today),
+        "deleted": bool(doc.get("deleted")),
+        "version": int(doc["version"]),
+        "last_updated_time": iso_timestamp(doc.get("last_updated_time")),
+    }
+
+
+@dataclass
+class Totals:
+    """Sums over every invoice a listing matches (not only the page shown), in micros.
+
+    `count` counts every matched invoice; the amounts leave out voided and deleted ones, which
+    no longer ask for money. A QBO customer bills in one currency; `currency` is None when the
+    matched invoices disagree (or name none), so a reader knows not to trust a mixed sum.
+    """
+
+    count: int = 0
+    total_amt_micros: int = 0
+    balance_micros: int = 0
+    overdue_balance_micros: int = 0
+    currency: str | None = None
+    _currencies: frozenset[str] = frozenset()
+
+    def add(self, doc: Mapping[str, Any], today: date) -> None:
+        self.count += 1
+        if doc.get("status") in CLOSED_STATUSES or doc.get("deleted"):
+            return
+        self.total_amt_micros += int(doc.get("total_amt_micros") or 0)
+        self.balance_micros += int(doc.get("balance_micros") or 0)
+        if is_overdue(doc, today):
+            self.overdue_balance_micros += int(doc.get("balance_micros") or 0)
+        currency = doc.get("currency")
+        self._currencies = self._currencies | {currency if isinstance(currency, str) else ""}
+        only = next(iter(self._currencies)) if len(self._currencies) == 1 else ""
+        self.currency = only or None
+
+    @classmethod
+    def of(cls, docs: Iterable[Mapping[str, Any]], today: date) -> Totals:
+        totals = cls()
+        for doc in docs:
+            totals.add(doc, today)
+        return totals
+
+    def render(self) -> dict[str, Any]:
+        amounts: dict[str, Decimal] = {
+            "total_amt": from_micros(self.total_amt_micros),
+            "balance": from_micros(self.balance_micros),
+            "overdue_balance": from_micros(self.overdue_balance_micros),
+        }
+        return {"count": self.count, **amounts, "currency": self.currency}

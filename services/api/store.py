@@ -1,0 +1,159 @@
+"""MongoDB access of the api: the read model it owns, and what it reads from the sync service.
+
+Everything here works on FerretDB v1 as well as MongoDB: single-document writes with guard
+filters, no transactions, no `$expr`, no aggregation beyond plain finds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.api.listing import InvoiceListQuery, combine, status_filter
+from services.api.readmodel import Totals
+from services.common.mongo import Document, IndexSpec, ensure_indexes
+
+READ_INVOICES = "read_invoices"
+INDEXES = [
+    IndexSpec(READ_INVOICES, [("realm_id", 1), ("qbo_customer_id", 1)], "realm_customer"),
+    IndexSpec(READ_INVOICES, [("local_customer_id", 1)], "local_customer"),
+]
+
+# The only connection fields the api may read: never the sealed tokens (docs/data-model.md).
+CONNECTION_FIELDS = {
+    "_id": 1,
+    "status": 1,
+    "user_id": 1,
+    "reauth_reason": 1,
+    "refresh_token_hard_expires_at": 1,
+    "updated_at": 1,
+}
+_TOTALS_FIELDS = {"status": 1, "deleted": 1, "due_date": 1, "currency": 1}
+_TOTALS_FIELDS |= {"total_amt_micros": 1, "balance_micros": 1}
+
+
+class Applied(StrEnum):
+    STORED = "stored"
+    STALE = "stale"  # the read model already holds this version or a newer one
+
+
+class ReadInvoices:
+    """The `read_invoices` collection, written only by the projector."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._collection = db[READ_INVOICES]
+        self._db = db
+
+    async def prepare(self) -> None:
+        await ensure_indexes(self._db, INDEXES)
+
+    async def apply(self, doc: Document) -> Applied:
+        """Store `doc` unless the stored version is the same or newer (order-safe, idempotent).
+
+        The filter matches only an older version; when a same-or-newer one is stored the upsert
+        tries to insert a second document with the same `_id` and the server refuses it, so a
+        stale event changes nothing in a single round trip, without `$expr` or transactions.
+        """
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        try:
+            await self._collection.update_one(
+                {"_id": doc["_id"], "version": {"$lt": doc["version"]}},
+                {"$set": fields},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return Applied.STALE
+        return Applied.STORED
+
+    async def page(
+        self, customer: Document, query: InvoiceListQuery, today: date
+    ) -> tuple[list[Document], bool]:
+        """One page of a customer's invoices and whether more follow."""
+        keyset = query.sort.after(query.cursor.value, query.cursor.last_id) if query.cursor else {}
+        cursor = (
+            self._collection.find(combine(customer, status_filter(query.status, today), keyset))
+            .sort(query.sort.mongo())
+            .skip(query.offset)
+            .limit(query.limit + 1)
+        )
+        rows = await cursor.to_list()
+        return rows[: query.limit], len(rows) > query.limit
+
+    async def totals(self, customer: Document, status: str, today: date) -> Totals:
+        """Exact sums over every matching invoice, added up here in integers: FerretDB v1 has no
+        conditional accumulators for the overdue part, and a customer's invoices are few."""
+        totals = Totals()
+        cursor = self._collection.find(
+            combine(customer, status_filter(status, today)), _TOTALS_FIELDS
+        )
+        async for doc in cursor:
+            totals.add(doc, today)
+        return totals
+
+    async def get(self, key: str) -> Document | None:
+        return await self._collection.find_one({"_id": key})
+
+    async def drop(self) -> None:
+        await self._collection.drop()
+
+
+class SyncRecords:
+    """Read-only views of collections the sync service writes."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._mappings = db["customer_mappings"]
+        self._connections = db["connections"]
+
+    async def mapping(self, local_customer_id: str) -> Document | None:
+        return await self._mappings.find_one({"_id": local_customer_id})
+
+    async def connection(self, realm_id: str) -> Document | None:
+        return await self._connections.find_one({"_id": realm_id}, CONNECTION_FIELDS)
+
+
+@dataclass(frozen=True)
+class QueuedCommand:
+    doc: Document
+    created: bool  # False when an earlier request with the same idempotency key made it
+
+
+class CommandRecords:
+    """`commands` status documents: the api writes `queued` before it publishes a command; the
+    sync worker upserts the rest (running, succeeded, failed, needs_reauth)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._commands = db["commands"]
+
+    async def queue(self, doc: Document) -> QueuedCommand:
+        """Insert a queued command, or return the one already stored under the same id."""
+        try:
+            await self._commands.insert_one(doc)
+        except DuplicateKeyError:
+            existing = await self._commands.find_one({"_id": doc["_id"]})
+            if existing is not None:
+                return QueuedCommand(existing, created=False)
+            raise  # inserted by someone and removed since: let the caller answer 5xx/retry
+        return QueuedCommand(doc, created=True)
+
+    async def mark_published(self, command_id: str, at: datetime) -> None:
+        # Only the marker: the worker may already have moved the status on.
+        await self._commands.update_one({"_id": command_id}, {"$set": {"published_at": at}})
+
+    async def fail_unpublished(self, command_id: str, reason: str) -> None:
+        await self._commands.update_one(
+            {"_id": command_id, "status": "queued", "published_at": {"$exists": False}},
+            {"$set": {"status": "failed", "reason": reason}},
+        )
+
+    async def requeue_unpublished(self, command_id: str) -> None:
+        await self._commands.update_one(
+            {"_id": command_id, "status": "failed", "published_at": {"$exists": False}},
+            {"$set": {"status": "queued", "reason": None}},
+        )
+
+    async def get(self, command_id: str) -> Document | None:
+        return await self._commands.find_one({"_id": command_id})

@@ -1,0 +1,370 @@
+"""The projector against real Kafka and a real MongoDB-protocol server: InvoiceUpdated events
+in, `read_invoices` out, idempotent, order-safe, poison events dead-lettered, rebuildable."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect
+
+from services.api.metrics import ApiMetrics
+from services.api.producer import LazyProducer
+from services.api.projector import DeadLetters, Projector, run_projector
+from services.api.readmodel import invoice_key
+from services.api.store import ReadInvoices
+from services.common import jsoncodec
+from services.common.mongo import Document
+from services.common.schemas import SCHEMAS_DIR
+from services.common.settings import Settings
+from tests.api_support import (
+    REALM,
+    consume_all,
+    event_key,
+    invoice_event,
+    produce,
+    produce_events,
+)
+from tests.infra import ROOT
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
+
+
+class RunningProjector:
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+
+    def handled(self) -> dict[str, float]:
+        """Records handled so far, by outcome (from the projector's own metrics)."""
+        counts: dict[str, float] = {}
+        for metric in self.projector.metrics.events.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["outcome"]] = sample.value
+        return counts
+
+    async def wait_handled(self, total: int) -> dict[str, float]:
+        async def probe() -> dict[str, float]:
+            return self.handled()
+
+        return await eventually(probe, lambda c: sum(c.values()) >= total)
+
+
+def make_projector(
+    settings: Settings, db: AsyncDatabase[Document], read_invoices: ReadInvoices | None = None
+) -> tuple[Projector, LazyProducer]:
+    producer = LazyProducer(settings.kafka_bootstrap_servers, "api-tests-dlq")
+    projector = Projector(
+        read_invoices or ReadInvoices(db),
+        DeadLetters(producer, settings.dead_letter_topic),
+        ApiMetrics(),
+        clock=lambda: NOW,
+        retry_delays=(0.05, 0.1),
+    )
+    return projector, producer
+
+
+async def start(projector: Projector, settings: Settings) -> asyncio.Task[None]:
+    return asyncio.create_task(run_projector(settings, projector))
+
+
+async def stop(task: asyncio.Task[None], producer: LazyProducer) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    await producer.stop()
+
+
+@pytest.fixture
+async def projector(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> AsyncIterator[RunningProjector]:
+    projector, producer = make_projector(settings, mongo_db)
+    task = await start(projector, settings)
+    try:
+        yield RunningProjector(projector)
+    finally:
+        await stop(task, producer)
+
+
+async def committed_offsets(settings: Settings) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.projector_consumer_group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items()}
+
+
+async def partition_of(settings: Settings, key: bytes) -> int:
+    """Where the producer put records with `key` (all of one key go to one partition)."""
+    records = await consume_all(settings, settings.invoice_events_topic, 1)
+    assert records[0].key == key
+    return int(records[0].partition)
+
+
+async def test_versions_are_projected_once_and_never_backwards(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    v2 = invoice_event("130", 2, total_amt="1234.56", balance="1000.01")
+    v1 = invoice_event("130", 1, total_amt="1234.56", balance="1234.56")
+    await produce_events(settings, v2, v1, v2)
+
+    outcomes = await projector.wait_handled(3)
+
+    assert outcomes == {"stored": 1.0, "stale": 2.0, "dead_lettered": 0.0}
+    rows = await mongo_db["read_invoices"].find({}).to_list()
+    assert len(rows) == 1
+    assert rows[0]["_id"] == f"{REALM}:130"
+    assert rows[0]["version"] == 2
+    assert rows[0]["balance_micros"] == 1_000_010_000
+    assert rows[0]["total_amt_micros"] == 1_234_560_000
+    # The offsets were committed past all three records, after their writes.
+    partition = await partition_of(settings, event_key(v2))
+    offsets = await eventually(lambda: committed_offsets(settings), lambda o: o.get(partition) == 3)
+    assert offsets[partition] == 3
+
+
+async def test_a_newer_version_replaces_the_stored_one(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    await produce_events(settings, invoice_event("7", 1, total_amt="10.00"))
+    await projector.wait_handled(1)
+    await produce_events(settings, invoice_event("7", 4, total_amt="10.00", balance="2.50"))
+    await projector.wait_handled(2)
+
+    row = await mongo_db["read_invoices"].find_one({"_id": f"{REALM}:7"})
+    assert row is not None
+    assert (row["version"], row["balance_micros"], row["status"]) == (4, 2_500_000, "open")
+
+
+async def test_voided_and_deleted_invoices_are_kept_and_shown_as_such(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    await produce_events(
+        settings,
+        invoice_event("21", 1, total_amt="80.00"),
+        invoice_event("21", 2, total_amt=0, balance=0, status="voided"),
+        invoice_event("22", 1, total_amt="15.00"),
+        invoice_event(
+            "22", 2, total_amt=0, balance=0, deleted=True, local_customer_id=None, due_date=None
+        ),
+    )
+    await projector.wait_handled(4)
+
+    voided = await mongo_db["read_invoices"].find_one({"_id": f"{REALM}:21"})
+    deleted = await mongo_db["read_invoices"].find_one({"_id": f"{REALM}:22"})
+    assert voided is not None and deleted is not None
+    assert (voided["status"], voided["deleted"], voided["total_amt_micros"]) == ("voided", False, 0)
+    assert (deleted["status"], deleted["deleted"], deleted["version"]) == ("deleted", True, 2)
+    # A deletion seen through CDC may not know the local customer; the QBO customer stays.
+    assert deleted["qbo_customer_id"] == "58"
+
+
+async def test_poison_events_are_dead_lettered_and_the_next_event_is_still_projected(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    good = invoice_event("300", 1, total_amt="0.10")
+    key = event_key(good)
+    off_contract = (
+        SCHEMAS_DIR / "examples/invoice-updated.v1/invalid-string-amount.json"
+    ).read_bytes()
+    inexact = jsoncodec.dumpb(good).replace(b'"balance":0.10', b'"balance":0.1000001')
+    assert inexact != jsoncodec.dumpb(good)
+    # Same key, so all four share one partition and the good one comes after the bad ones.
+    await produce(
+        settings,
+        [(key, b"{not json"), (key, off_contract), (key, inexact), (key, jsoncodec.dumpb(good))],
+    )
+
+    outcomes = await projector.wait_handled(4)
+    assert outcomes == {"stored": 1.0, "stale": 0.0, "dead_lettered": 3.0}
+    row = await mongo_db["read_invoices"].find_one({"_id": f"{REALM}:300"})
+    assert row is not None and row["total_amt_micros"] == 100_000
+
+    dead = await consume_all(settings, settings.dead_letter_topic, 3)
+    assert [r.value for r in dead] == [b"{not json", off_contract, inexact]
+    assert all(r.key == key for r in dead)
+    headers = [dict(r.headers) for r in dead]
+    assert [h["dlq.error_type"] for h in headers] == [
+        b"InvalidJSON",
+        b"SchemaViolation",
+        b"UnprojectableEvent",
+    ]
+    assert headers[0]["dlq.reason"].startswith(b"not JSON")
+    assert b"is not of type 'number'" in headers[1]["dlq.reason"]
+    assert b"/data/total_amt" in headers[1]["dlq.reason"]
+    assert b"more than 6 decimal places" in headers[2]["dlq.reason"]
+    source_partition = (await consume_all(settings, settings.invoice_events_topic, 4))[0].partition
+    for offset, h in enumerate(headers):
+        assert h["dlq.topic"] == settings.invoice_events_topic.encode()
+        assert h["dlq.partition"] == str(source_partition).encode()
+        assert h["dlq.offset"] == str(offset).encode()
+    # Committed past the poison records too: a restart would not see them again.
+    offsets = await eventually(
+        lambda: committed_offsets(settings), lambda o: o.get(source_partition) == 4
+    )
+    assert offsets[source_partition] == 4
+
+
+async def test_an_event_under_the_wrong_key_is_dead_lettered(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    event = invoice_event("41", 1)
+    await produce(settings, [(b"9130350000000001:999", jsoncodec.dumpb(event))])
+    assert (await projector.wait_handled(1))["dead_lettered"] == 1.0
+    assert await mongo_db["read_invoices"].count_documents({}) == 0
+    (dead,) = await consume_all(settings, settings.dead_letter_topic, 1)
+    assert dict(dead.headers)["dlq.error_type"] == b"BadKey"
+
+
+async def test_absurdly_nested_json_is_dead_lettered_not_fatal(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    good = invoice_event("42", 1)
+    await produce(settings, [(event_key(good), deep), (event_key(good), jsoncodec.dumpb(good))])
+    assert await projector.wait_handled(2) == {"stored": 1.0, "stale": 0.0, "dead_lettered": 1.0}
+    (dead,) = await consume_all(settings, settings.dead_letter_topic, 1)
+    assert dict(dead.headers)["dlq.error_type"] == b"InvalidJSON"
+    assert await mongo_db["read_invoices"].count_documents({}) == 1
+
+
+class FlakyReadInvoices(ReadInvoices):
+    """The real collection, failing its first writes as a dropped connection would."""
+
+    def __init__(self, db: AsyncDatabase[Document], failures: int) -> None:
+        super().__init__(db)
+        self.failures = failures
+
+    async def apply(self, doc: Document) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise AutoReconnect("connection reset by test")
+        return await super().apply(doc)
+
+
+async def test_a_failing_database_delays_the_event_but_never_skips_it(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    flaky = FlakyReadInvoices(mongo_db, failures=3)
+    projector, producer = make_projector(settings, mongo_db, flaky)
+    task = await start(projector, settings)
+    try:
+        await produce_events(settings, invoice_event("55", 1), invoice_event("56", 1))
+        await RunningProjector(projector).wait_handled(2)
+    finally:
+        await stop(task, producer)
+    assert flaky.failures == 0
+    keys = {row["_id"] async for row in mongo_db["read_invoices"].find({})}
+    assert keys == {invoice_key(REALM, "55"), invoice_key(REALM, "56")}
+    assert RunningProjector(projector).handled()["dead_lettered"] == 0.0
+
+
+def subprocess_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MONGODB_URI": settings.mongodb_uri,
+        "MONGODB_DATABASE": settings.mongodb_database,
+        "COMMANDS_TOPIC": settings.commands_topic,
+        "INVOICE_EVENTS_TOPIC": settings.invoice_events_topic,
+        "DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "PROJECTOR_CONSUMER_GROUP": settings.projector_consumer_group,
+        "EVENTS_PARTITIONS": str(settings.events_partitions),
+        "COMMANDS_PARTITIONS": str(settings.commands_partitions),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+async def test_rebuild_drops_the_read_model_and_replays_the_topic_from_the_start(
+    settings: Settings, mongo_db: AsyncDatabase[Document], projector: RunningProjector
+) -> None:
+    await produce_events(
+        settings,
+        invoice_event("61", 1, total_amt="5.00"),
+        invoice_event("61", 2, total_amt="5.00", balance="1.25"),
+        invoice_event("62", 1, total_amt="7.00"),
+        invoice_event("63", 3, total_amt=0, balance=0, deleted=True),
+    )
+    await projector.wait_handled(4)
+    # The read model drifts: a row no event explains, and a row rolled back by hand.
+    await mongo_db["read_invoices"].insert_one({"_id": "stray", "version": 99})
+    await mongo_db["read_invoices"].update_one(
+        {"_id": f"{REALM}:61"}, {"$set": {"version": 1, "balance_micros": 5_000_000}}
+    )
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.api.projector",
+        "--rebuild",
+        cwd=ROOT,
+        env=subprocess_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    report = jsoncodec.loads(stdout.decode().strip().splitlines()[-1])
+    assert report["records"] == 4
+    assert report["partitions"] == settings.events_partitions
+
+    rows = {row["_id"]: row async for row in mongo_db["read_invoices"].find({})}
+    assert set(rows) == {f"{REALM}:61", f"{REALM}:62", f"{REALM}:63"}
+    assert (rows[f"{REALM}:61"]["version"], rows[f"{REALM}:61"]["balance_micros"]) == (2, 1_250_000)
+    assert rows[f"{REALM}:63"]["status"] == "deleted"
+
+
+async def test_the_projector_runs_standalone_and_stops_cleanly_on_sigterm(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.api.projector",
+        cwd=ROOT,
+        env=subprocess_env(settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await produce_events(settings, invoice_event("71", 1, total_amt="3.30"))
+        row = await eventually(
+            lambda: mongo_db["read_invoices"].find_one({"_id": f"{REALM}:71"}),
+            lambda r: r is not None,
+            timeout_s=30,
+        )
+        assert row is not None and row["total_amt_micros"] == 3_300_000
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+
+
+async def test_partitions_are_committed_independently(
+    settings: Settings, projector: RunningProjector
+) -> None:
+    events = [invoice_event(str(i), 1) for i in range(1, 13)]
+    await produce_events(settings, *events)
+    await projector.wait_handled(12)
+    per_partition: dict[int, int] = {}
+    for record in await consume_all(settings, settings.invoice_events_topic, 12):
+        per_partition[record.partition] = per_partition.get(record.partition, 0) + 1
+    offsets = await eventually(lambda: committed_offsets(settings), lambda o: o == per_partition)
+    assert offsets == per_partition
+    assert len(per_partition) > 1  # the test means something only across partitions

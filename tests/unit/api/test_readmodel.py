@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.api.readmodel import (
+    Totals,
+    UnprojectableEvent,
+    is_overdue,
+    iso_timestamp,
+    read_invoice,
+    render_invoice,
+)
+from services.common import jsoncodec
+from services.common.schemas import SCHEMAS_DIR
+
+EXAMPLES = SCHEMAS_DIR / "examples" / "invoice-updated.v1"
+NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
+TODAY = NOW.date()
+
+
+def example(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = jsoncodec.loads(Path(EXAMPLES / name).read_text())
+    return loaded
+
+
+def test_an_open_invoice_event_becomes_a_read_model_document() -> None:
+    doc = read_invoice(example("valid-open.json"), NOW)
+    assert doc == {
+        "_id": "9130350000000001:130",
+        "local_customer_id": "cust-42",
+        "realm_id": "9130350000000001",
+        "invoice_id": "130",
+        "qbo_customer_id": "58",
+        "doc_number": "1037",
+        "txn_date": "2026-11-25",
+        "due_date": "2026-12-25",
+        "currency": "USD",
+        "total_amt_micros": 1_234_560_000,
+        "balance_micros": 1_000_010_000,
+        "status": "open",
+        "deleted": False,
+        "version": 3,
+        "last_updated_time": "2026-11-25T00:32:09-08:00",
+        "projected_at": NOW,
+    }
+
+
+def test_a_deleted_invoice_is_kept_as_deleted() -> None:
+    doc = read_invoice(example("valid-deleted.json"), NOW)
+    assert doc["status"] == "deleted"
+    assert doc["deleted"] is True
+    assert doc["txn_date"] is None
+
+
+def test_the_deleted_flag_wins_over_the_status() -> None:
+    event = example("valid-open.json")
+    event["data"]["deleted"] = True
+    assert read_invoice(event, NOW)["status"] == "deleted"
+
+
+def test_more_than_six_decimals_cannot_be_stored_exactly() -> None:
+    event = example("valid-open.json")
+    event["data"]["balance"] = Decimal("1.0000001")
+    with pytest.raises(UnprojectableEvent, match="balance"):
+        read_invoice(event, NOW)
+
+
+def test_an_amount_beyond_int64_micros_is_refused() -> None:
+    event = example("valid-open.json")
+    event["data"]["total_amt"] = 10**13
+    with pytest.raises(UnprojectableEvent, match="too large"):
+        read_invoice(event, NOW)
+
+
+def test_a_subject_that_names_another_invoice_is_refused() -> None:
+    event = example("valid-open.json")
+    event["subject"] = "realms/9130350000000001/invoices/999"
+    with pytest.raises(UnprojectableEvent, match="subject"):
+        read_invoice(event, NOW)
+
+
+def test_rendered_amounts_are_exact_json_numbers() -> None:
+    doc = read_invoice(example("valid-open.json"), NOW)
+    doc["total_amt_micros"], doc["balance_micros"] = 100_000, 300_000
+    text = jsoncodec.dumps(render_invoice(doc, TODAY))
+    assert '"total_amt":0.10' in text
+    assert '"balance":0.30' in text
+    assert json.loads(text, parse_float=Decimal)["balance"] == Decimal("0.30")
+
+
+def test_render_shows_overdue_and_no_internal_fields() -> None:
+    doc = read_invoice(example("valid-open.json"), NOW)
+    rendered = render_invoice(doc, date(2027, 1, 1))
+    assert rendered["overdue"] is True
+    assert rendered["status"] == "open"
+    assert "projected_at" not in rendered
+    assert "_id" not in rendered
+
+
+@pytest.mark.parametrize(
+    ("status", "due", "overdue"),
+    [
+        ("open", "2030-03-14", True),
+        ("open", "2030-03-15", False),  # due today is not overdue yet
+        ("open", None, False),
+        ("paid", "2020-01-01", False),
+        ("voided", "2020-01-01", False),
+    ],
+)
+def test_overdue_means_open_with_a_due_date_before_today(
+    status: str, due: str | None, overdue: bool
+) -> None:
+    assert is_overdue({"status": status, "due_date": due}, TODAY) is overdue
+
+
+def row(status: str, total: int, balance: int, due: str | None = "2030-04-01", **kw: Any) -> Any:
+    return {
+        "status": status,
+        "deleted": status == "deleted",
+        "total_amt_micros": total,
+        "balance_micros": balance,
+        "due_date": due,
+        "currency": "USD",
+        **kw,
+    }
+
+
+def test_totals_are_exact_sums() -> None:
+    totals = Totals.of([row("open", 100_000, 100_000), row("open", 200_000, 200_000)], TODAY)
+    rendered = totals.render()
+    assert rendered["total_amt"] == Decimal("0.30")
+    assert rendered["balance"] == Decimal("0.30")
+    assert '"balance":0.30' in jsoncodec.dumps(rendered)
+
+
+def test_totals_count_everything_but_sum_only_invoices_that_ask_for_money() -> None:
+    rows = [
+        row("open", 10_000_000, 4_000_000, due="2030-03-01"),  # overdue
+        row("open", 5_000_000, 5_000_000, due="2030-04-01"),
+        row("paid", 7_000_000, 0),
+        row("voided", 0, 0),
+        row("deleted", 9_000_000, 9_000_000),
+    ]
+    assert Totals.of(rows, TODAY).render() == {
+        "count": 5,
+        "total_amt": Decimal("22.00"),
+        "balance": Decimal("9.00"),
+        "overdue_balance": Decimal("4.00"),
+        "currency": "USD",
+    }
+
+
+def test_totals_currency_is_null_when_invoices_disagree() -> None:
+    rows = [row("open", 1, 1), row("open", 1, 1, currency="EUR")]
+    assert Totals.of(rows, TODAY).currency is None
+    assert Totals.of([], TODAY).render()["balance"] == Decimal("0.00")
+
+
+def test_timestamps_are_rendered_in_utc_with_z() -> None:
+    assert iso_timestamp(datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2030-01-02T03:04:05Z"
+    assert iso_timestamp(datetime(2030, 1, 2, 3, 4, 5)) == "2030-01-02T03:04:05Z"
+    assert iso_timestamp("2030-01-02T03:04:05-08:00") == "2030-01-02T03:04:05-08:00"
+    assert iso_timestamp(None) is None
+    assert iso_timestamp(12) is None
+
+
+def test_examples_are_not_modified_by_reading() -> None:
+    event = example("valid-open.json")
+    before = copy.deepcopy(event)
+    read_invoice(event, NOW)
+    assert event == before
