@@ -37,19 +37,19 @@ start emulator qbo_emulator --host 127.0.0.1 --port "$emulator_port" \
   --seed-customers 5 --seed-invoices-per-customer 20
 wait_port emulator "$emulator_port"
 
-if [[ -f services/sync/__main__.py ]]; then
-  start sync services.sync --host 127.0.0.1 --port "$sync_port"
-  wait_port sync "$sync_port"
-fi
-if [[ -f services/api/__main__.py ]]; then
-  start api services.api --host 127.0.0.1 --port "$api_port"
-  wait_port api "$api_port"
-fi
+start sync services.sync --host 127.0.0.1 --port "$sync_port"
+start api services.api --host 127.0.0.1 --port "$api_port"
+wait_port sync "$sync_port"
+wait_port api "$api_port"
 
 cat <<MSG
 [run] QBO emulator  http://127.0.0.1:$emulator_port   (stands in for Intuit; no account needed)
-$( [[ -f services/sync/__main__.py ]] && echo "[run] sync service  http://127.0.0.1:$sync_port   (connect a company: /oauth/connect?user=you)")
-$( [[ -f services/api/__main__.py ]] && echo "[run] dashboard     http://127.0.0.1:$api_port/?customer=<id>#token=dev-token   (api: /api, /openapi.json)")
+[run] sync service  http://127.0.0.1:$sync_port   (connect a company: /oauth/connect?user=you)
+[run] api           http://127.0.0.1:$api_port/api   (bearer token: dev-token; /openapi.json)
 [run] Kafka 127.0.0.1:${QBO_KAFKA_PORT:-9092}, FerretDB mongodb://127.0.0.1:${QBO_MONGO_PORT:-27017}/ — Ctrl-C stops the services; 'make infra-down' stops the infrastructure
 MSG
+# Connect the emulator's company, map a demo customer and refresh it, so the dashboard shows
+# invoices straight away; prints the dashboard URL.
+"$py" deploy/local/demo.py --sync-url "http://127.0.0.1:$sync_port" \
+  --api-url "http://127.0.0.1:$api_port" || echo "[run] demo set-up failed (see above)" >&2
 wait
