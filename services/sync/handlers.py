@@ -248,10 +248,25 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         # A full answer may have left changes out: narrow the window to start at the newest
         # change we got and ask again (the overlap re-reads that instant; writes are guarded).
         newest = max(r.last_updated_time for r in records)
-        if newest <= start:
-            log.error("cdc.window_stuck", realm_id=realm_id, start=start.isoformat())
+        if newest > start:
+            start = newest
             await deps.checkpoints.move(realm_id, newest)
-            break
-        start = newest
-        await deps.checkpoints.move(realm_id, newest)
+            continue
+        # More than 1000 changes share one second (CDC's resolution), so CDC cannot page past
+        # them: read that second through the query API, which pages, then go on with CDC
+        # from the next second. The query API does not list deletions, so a deletion beyond
+        # CDC's first 1000 of that same second relies on its webhook (`cdc.second_full`).
+        log.warning("cdc.second_full", realm_id=realm_id, second=start.isoformat())
+        second = start.replace(microsecond=0)
+        select = (
+            Select("Invoice")
+            .where("MetaData.LastUpdatedTime", ">=", second)
+            .where("MetaData.LastUpdatedTime", "<", second + timedelta(seconds=1))
+            .order_by("Id")
+        )
+        async for page in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
+            s, e = await _store_and_emit(deps, realm_id, _records(realm_id, page), None)
+            fetched, stored, emitted = fetched + len(page), stored + s, emitted + e
+        start = second + timedelta(seconds=1)
+        await deps.checkpoints.move(realm_id, start)
     return {"fetched": fetched, "stored": stored, "events": emitted}
