@@ -77,10 +77,19 @@ class InvoiceStore:
                 newest[record.key] = record
         written: list[Document] = []
         pending = list(newest.values())
+        raced: set[str] = set()
         for _attempt in range(5):
             done, conflicted = await self._write(pending, local_ids)
             written.extend(done)
+            raced |= conflicted
             if not conflicted:
+                # A write reported as conflicting may have landed all the same (FerretDB's
+                # bulk results are unreliable and its guarded updates are not atomic, so two
+                # writers can both see a conflict): hand back what is stored now for those
+                # keys, so the stored version gets its event whoever wrote it (invariant 4).
+                unsure = raced - {d["_id"] for d in written}
+                if unsure:
+                    written.extend(await self.get_many(sorted(unsure)))
                 return ApplyResult(len(records), written)
             # Someone else wrote some of these meanwhile (a partition moved, a sweeper):
             # compare again against what is now stored.
@@ -102,6 +111,7 @@ class InvoiceStore:
                     "sync_token": 1,
                     "last_updated_time": 1,
                     "deleted": 1,
+                    "qbo_customer_id": 1,
                     "local_customer_id": 1,
                 },
             )
@@ -130,6 +140,11 @@ class InvoiceStore:
             )
             if newer or relinked:
                 fields = self._fields(record, local_id, int(held["version"]) + 1, now)
+                if record.deleted and record.qbo_customer_id is None:
+                    # A deletion stub names no customer (webhooks and CDC send ids only): the
+                    # invoice stays its customer's, so listings can still show it as deleted.
+                    fields["qbo_customer_id"] = held.get("qbo_customer_id")
+                    fields["local_customer_id"] = held.get("local_customer_id")
                 update_keys.add(record.key)
                 updated.append({"_id": record.key, **fields})
                 updates.append(

@@ -212,9 +212,12 @@ async def test_deleted_invoice_is_kept_as_a_tombstone_with_an_event(
 
     doc = await eventually(tombstone, lambda d: d is not None)
     assert doc is not None and doc["status"] == "deleted" and doc["version"] == 2
+    # A deletion stub names no customer; the tombstone stays with the invoice's customer.
+    assert (doc["qbo_customer_id"], doc["local_customer_id"]) == (qbo_customer, "cust-1")
     emitted = await eventually(lambda: events(settings), lambda es: len(es) == 2)
     assert emitted[-1]["data"]["status"] == "deleted"
     assert emitted[-1]["data"]["deleted"] is True
+    assert emitted[-1]["data"]["local_customer_id"] == "cust-1"
     # A later full refresh does not resurrect it (QBO no longer lists it anyway).
     assert (await finished(worker, await refresh(worker)))["status"] == "succeeded"
     again = await mongo_db.invoices.find_one({"_id": stored["_id"]})
