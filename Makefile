@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test unit integration lint format install infra-up infra-down infra-status infra-reset clean
+.PHONY: run test unit integration lint format install infra-up infra-down infra-status infra-reset clean bench chaos
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -41,6 +41,16 @@ unit: install
 
 integration: install infra-up
 	$(PY) -m pytest tests/integration
+
+## make bench: the benchmark figures as a table (also .local/bench/results.json); sizes with
+## ARGS, e.g. make bench ARGS="--invoices 10000".
+bench: install infra-up
+	$(PY) -m bench $(ARGS)
+
+## make chaos: the fault suite on a Kafka + FerretDB of its own (ports 19192/19193/27217);
+## exits non-zero if an invoice was lost, duplicated or stale. ARGS="--seed N" replays a run.
+chaos: install
+	$(PY) -m bench.chaos $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,126 @@
+"""What the chaos run does to the system: QuickBooks changes, refreshes and platform faults.
+
+Every action tolerates the system being half down (that is the point): a refresh retries until
+the api accepts it, and the platform faults run in the background while operations go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+from bench.api_client import ApiClient, ApiUnavailable
+from bench.chaos.instance import InfraInstance
+from bench.chaos.ledger import Customer, Ledger
+from bench.chaos.supervisor import Supervisor
+from bench.emulator_admin import EmulatorAdmin
+
+
+def cents(rng: random.Random, low: int, high: int) -> Decimal:
+    return Decimal(rng.randint(low, high)).scaleb(-2)
+
+
+@dataclass
+class Actions:
+    rng: random.Random
+    admin: EmulatorAdmin
+    api: ApiClient
+    ledger: Ledger
+    supervisor: Supervisor
+    realms: list[str]
+    workers: list[str]
+    instance: InfraInstance | None
+    infra_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    log: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    last_change: float = 0.0  # wall-clock time of the last change made in QuickBooks
+
+    def note(self, text: str) -> None:
+        self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def operate(self, operation: str, customer: Customer) -> None:
+        if operation == "refresh":
+            self.commands.append(await self.refresh(customer))
+            self.note(f"refresh {customer.local_id}")
+            return
+        invoice_id = self.ledger.pick(self.rng, customer)
+        self.note(f"{operation} {customer.local_id} invoice {invoice_id}")
+        if operation == "create" or invoice_id is None:
+            await self._create(customer)
+        elif operation == "update":
+            await self._update(customer, invoice_id)
+        elif operation == "void":
+            await self.admin.void_invoice(customer.realm_id, invoice_id)
+            self.ledger.changes += 1
+        elif operation == "delete":
+            await self.admin.delete_invoice(customer.realm_id, invoice_id)
+            self.ledger.removed(customer, invoice_id)
+        self.last_change = time.time()
+
+    async def refresh(self, customer: Customer, within_s: float = 120.0) -> str:
+        """POST refreshInvoices until the api accepts it (same Idempotency-Key every try)."""
+        key = uuid.UUID(int=self.rng.getrandbits(128)).hex
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                return await self.api.refresh(customer.local_id, key)
+            except ApiUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _create(self, customer: Customer) -> None:
+        due = date(2026, 1, 1) + timedelta(days=self.rng.randint(0, 400))
+        created = await self.admin.create_invoice(
+            customer.realm_id,
+            {
+                "CustomerRef": {"value": customer.qbo_customer_id},
+                "TotalAmt": cents(self.rng, 100, 99_999),
+                "DueDate": due.isoformat(),
+            },
+        )
+        self.ledger.created(customer, str(created["Id"]))
+
+    async def _update(self, customer: Customer, invoice_id: str) -> None:
+        current = await self.admin.get_invoice(customer.realm_id, invoice_id)
+        if current is None:
+            return
+        total = Decimal(str(current["TotalAmt"]))
+        if self.rng.random() < 0.3 or total == 0:
+            fields = {"TotalAmt": cents(self.rng, 100, 99_999)}
+        elif self.rng.random() < 0.25:
+            fields = {"Balance": Decimal("0.00")}  # paid in full
+        else:
+            fields = {"Balance": cents(self.rng, 0, int(total * 100))}
+        await self.admin.update_invoice(customer.realm_id, invoice_id, fields)
+        self.ledger.changes += 1
+
+    # -- platform faults ------------------------------------------------------------------
+
+    async def chaos(self, event: str) -> None:
+        name, _, arg = event.partition(":")
+        down_for = self.rng.uniform(0.5, 3.0)
+        if name == "kill_worker":
+            self.note(f"SIGKILL {self.workers[int(arg)]} (back in {down_for:.1f} s)")
+            await self.supervisor.kill(self.workers[int(arg)], down_for)
+        elif name == "kill_api":
+            self.note(f"SIGKILL api (back in {down_for:.1f} s)")
+            await self.supervisor.kill("api", down_for)
+        elif name == "expire_tokens":
+            realm = self.realms[int(arg) % len(self.realms)]
+            expired = await self.admin.expire_access_tokens(realm)
+            self.note(f"expired {expired} access token(s) of realm {realm}")
+        elif name in ("restart_kafka", "restart_db") and self.instance is not None:
+            target = "kafka" if name == "restart_kafka" else "ferretdb"
+            async with self.infra_lock:
+                self.note(f"SIGKILL {target} (restart after {down_for:.1f} s)")
+                began = time.monotonic()
+                await self.instance.crash_and_restart(target, down_for)
+                self.note(f"{target} back after {time.monotonic() - began:.1f} s")

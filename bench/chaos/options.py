@@ -1,0 +1,95 @@
+"""What a chaos run does; the defaults are the ones issue 6 asks for."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.procs import ROOT
+
+# The accounting API only: faults on the token endpoint are a different story (a refresh that
+# times out after Intuit rotated the token cannot be told apart from one that never arrived).
+QBO_API = "/v3/company/"
+
+
+def default_faults() -> list[dict[str, Any]]:
+    """10% throttling, 5% server errors, 2% connections dropped, and one real timeout."""
+    return [
+        {"kind": "slow", "path_contains": QBO_API, "times": 1, "probability": 0.05, "delay_s": 31},
+        {"kind": "429", "path_contains": QBO_API, "probability": 0.10, "retry_after": 1},
+        {"kind": "500", "path_contains": QBO_API, "probability": 0.03},
+        {"kind": "503", "path_contains": QBO_API, "probability": 0.02},
+        {"kind": "drop_connection", "path_contains": QBO_API, "probability": 0.02},
+    ]
+
+
+@dataclass(frozen=True)
+class ChaosOptions:
+    seed: int
+    realms: int = 2
+    customers_per_realm: int = 5
+    # 100 rather than 200: on FerretDB v1 the api's projector applies ~10 events/s once the read
+    # model holds 2,000 invoices (every guarded upsert scans it), and waiting for it would take
+    # most of the 10-minute budget. `--invoices-per-customer 200` runs in about 4-7 minutes.
+    invoices_per_customer: int = 100
+    operations: int = 50  # refresh commands and QuickBooks changes, in a seeded random mix
+    workers: int = 2
+    worker_kills: int = 3
+    api_kills: int = 2
+    token_expiries: int = 3
+    kafka_restart: bool = True
+    db_restart: bool = True
+    webhook_drop_probability: float = 0.15
+    cdc_poll_interval_s: float = 2.0
+    faults: list[dict[str, Any]] = field(default_factory=default_faults)
+    # "own": start a separate Kafka + FerretDB with infra.sh; "external": use the ones the
+    # environment names (KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI) and never restart them.
+    instance: str = "own"
+    state_dir: Path = ROOT / ".local" / "chaos"
+    out: Path = ROOT / ".local" / "chaos" / "results.json"
+    quiesce_timeout_s: float = 420.0
+
+    @property
+    def restarts_infra(self) -> bool:
+        return self.instance == "own" and (self.kafka_restart or self.db_restart)
+
+
+def parse_options(argv: Sequence[str] | None = None) -> ChaosOptions:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    p.add_argument("--seed", type=int, default=None, help="default: a random seed (printed)")
+    p.add_argument("--realms", type=int, default=2)
+    p.add_argument("--customers-per-realm", type=int, default=5)
+    p.add_argument("--invoices-per-customer", type=int, default=100)
+    p.add_argument("--operations", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--worker-kills", type=int, default=3)
+    p.add_argument("--api-kills", type=int, default=2)
+    p.add_argument("--token-expiries", type=int, default=3)
+    p.add_argument("--no-kafka-restart", action="store_true")
+    p.add_argument("--no-db-restart", action="store_true")
+    p.add_argument("--no-faults", action="store_true", help="QuickBooks answers every request")
+    p.add_argument("--instance", choices=["own", "external"], default="own")
+    p.add_argument("--out", type=Path, default=ChaosOptions(seed=0).out)
+    a = p.parse_args(argv)
+    if not 1 <= a.realms <= 9 or a.customers_per_realm < 1 or a.operations < 1 or a.workers < 1:
+        p.error("sizes must be positive (at most 9 realms)")
+    return ChaosOptions(
+        seed=a.seed if a.seed is not None else secrets.randbelow(1_000_000),
+        realms=a.realms,
+        customers_per_realm=a.customers_per_realm,
+        invoices_per_customer=a.invoices_per_customer,
+        operations=a.operations,
+        workers=a.workers,
+        worker_kills=a.worker_kills,
+        api_kills=a.api_kills,
+        token_expiries=a.token_expiries,
+        kafka_restart=not a.no_kafka_restart,
+        db_restart=not a.no_db_restart,
+        faults=[] if a.no_faults else default_faults(),
+        instance=a.instance,
+        out=a.out,
+    )

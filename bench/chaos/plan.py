@@ -1,0 +1,70 @@
+"""The seeded script of a chaos run: which operation comes next, and which fault with it.
+
+Pure code: the same seed gives the same plan. Operations are what users and QuickBooks do
+(refresh a customer, change, void, delete or create an invoice); chaos events are what the
+platform does (kill a process, restart the broker or the database, expire tokens), each
+attached to the operation before which it fires.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+OPERATIONS = ("refresh", "update", "void", "delete", "create")
+WEIGHTS = (36, 28, 10, 10, 16)
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    operation: str
+    customer: int  # index into the run's customer list
+    chaos: tuple[str, ...] = field(default=())
+
+
+def _spots(rng: random.Random, count: int, low: int, high: int) -> list[int]:
+    if count <= 0 or high < low:
+        return []
+    return [rng.randint(low, high) for _ in range(count)]
+
+
+def make_plan(
+    rng: random.Random,
+    operations: int,
+    customers: int,
+    *,
+    workers: int,
+    worker_kills: int,
+    api_kills: int,
+    token_expiries: int,
+    realms: int,
+    kafka_restart: bool,
+    db_restart: bool,
+) -> list[Step]:
+    chaos: dict[int, list[str]] = {}
+    last = operations - 1
+
+    def at(index: int, event: str) -> None:
+        chaos.setdefault(min(max(index, 0), last), []).append(event)
+
+    for spot in _spots(rng, worker_kills, 1, last - 1):
+        at(spot, f"kill_worker:{rng.randrange(workers)}")
+    for spot in _spots(rng, api_kills, 1, last - 1):
+        at(spot, "kill_api")
+    for spot in _spots(rng, token_expiries, 0, last):
+        at(spot, f"expire_tokens:{rng.randrange(realms)}")
+    # The broker early, the database late: their restarts never overlap.
+    if kafka_restart:
+        at(rng.randint(operations // 5, operations * 2 // 5), "restart_kafka")
+    if db_restart:
+        at(rng.randint(operations * 3 // 5, operations * 4 // 5), "restart_db")
+    return [
+        Step(
+            index=i,
+            operation=rng.choices(OPERATIONS, WEIGHTS)[0],
+            customer=rng.randrange(customers),
+            chaos=tuple(chaos.get(i, ())),
+        )
+        for i in range(operations)
+    ]

@@ -1,0 +1,63 @@
+"""Sizes of a benchmark run; the defaults are the ones issue 6 asks for."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import ROOT
+
+DEFAULT_OUT = ROOT / ".local" / "bench" / "results.json"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    invoices: int = 100_000  # figure 1: one mapped customer holding all of them
+    baseline_invoices: int | None = None  # figure 2: None = the same invoices as figure 1
+    baseline_seconds: float = 60.0  # figure 2's time box (FerretDB makes it quadratic)
+    small_invoices: int = 100  # figures 4 and 5: the customer the api serves
+    webhook_changes: int = 200
+    load_seconds: float = 10.0
+    load_connections: int = 32
+    probe_changes: int = 3  # figure 4b: webhook -> stored, with figure 1's invoices stored
+    out: Path = DEFAULT_OUT
+    keep: bool = False  # keep the run's topics and database for inspection
+
+
+def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    d = BenchOptions()
+    p.add_argument("--invoices", type=int, default=d.invoices)
+    p.add_argument(
+        "--baseline-invoices",
+        type=int,
+        default=d.baseline_invoices,
+        help="invoices for the naive baseline (default: all of --invoices)",
+    )
+    p.add_argument("--baseline-seconds", type=float, default=d.baseline_seconds)
+    p.add_argument("--probe-changes", type=int, default=d.probe_changes)
+    p.add_argument("--small-invoices", type=int, default=d.small_invoices)
+    p.add_argument("--webhook-changes", type=int, default=d.webhook_changes)
+    p.add_argument("--load-seconds", type=float, default=d.load_seconds)
+    p.add_argument("--load-connections", type=int, default=d.load_connections)
+    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--keep", action="store_true")
+    a = p.parse_args(argv)
+    if a.invoices < 1 or a.small_invoices < 1 or a.webhook_changes < 1 or a.probe_changes < 0:
+        p.error("sizes must be positive")
+    if not 1 <= a.load_connections <= 256 or not 0 < a.load_seconds <= 120:
+        p.error("load: 1-256 connections for at most 120 s")
+    return BenchOptions(
+        invoices=a.invoices,
+        baseline_invoices=a.baseline_invoices,
+        baseline_seconds=a.baseline_seconds,
+        probe_changes=a.probe_changes,
+        small_invoices=a.small_invoices,
+        webhook_changes=a.webhook_changes,
+        load_seconds=a.load_seconds,
+        load_connections=a.load_connections,
+        out=a.out,
+        keep=a.keep,
+    )
