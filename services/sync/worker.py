@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pymongo.errors import PyMongoError
 
@@ -120,7 +120,14 @@ class CommandWorker:
         # In order within a partition: one realm's commands never overtake each other.
         for record in records:
             await self.process(record)
-            await self._consumer.commit({tp: record.offset + 1})
+            try:
+                await self._consumer.commit({tp: record.offset + 1})
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance gave the partition to another member, which redelivers from the
+                # last commit (handlers are idempotent). Stop draining it; raising would end the
+                # process while other partitions' commands are still between write and emit.
+                log.info("worker.commit_lost", partition=tp.partition, error=str(exc))
+                return
 
     async def _every(
         self, interval_s: float, job: Callable[[], Awaitable[Any]], stop: asyncio.Event
