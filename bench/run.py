@@ -73,20 +73,6 @@ class Figures:
     probe: list[float] | None = None
 
 
-def wired(settings: Settings, stack: Stack) -> Settings:
-    """`settings` pointing at this run's emulator, as the children get them."""
-    url = stack.emulator_url
-    return settings.model_copy(
-        update={
-            "qbo_api_base_url": url,
-            "qbo_oauth_authorize_url": f"{url}/connect/oauth2",
-            "qbo_oauth_token_url": f"{url}/oauth2/v1/tokens/bearer",
-            "qbo_oauth_revoke_url": f"{url}/oauth2/v1/tokens/revoke",
-            "qbo_redirect_uri": f"{stack.sync_url}/oauth/callback",
-        }
-    )
-
-
 async def run_bench(options: BenchOptions, base: Settings) -> Report:
     run_id = uuid.uuid4().hex[:8]
     settings = run_settings(base, "bench", run_id, cdc_poll_interval_s=3600.0)
@@ -108,7 +94,7 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
         async with aiohttp.ClientSession() as http:
             admin = EmulatorAdmin(http, stack.emulator_url)
             big, small = await _seed(admin, options)
-            await connect_realms(wired(settings, stack), admin, [REALM], "bench")
+            await connect_realms(stack.wired(), admin, [REALM], "bench")
             sync = await stack.start_sync("all")
             await map_customer(http, stack.sync_url, BIG, REALM, big)
             await map_customer(http, stack.sync_url, SMALL, REALM, small)

@@ -96,6 +96,19 @@ class Stack:
     def env(self) -> dict[str, str]:
         return service_env(self.settings, self.emulator_url, self.sync_url)
 
+    def wired(self) -> Settings:
+        """The run's settings pointing at its emulator, as the children get them."""
+        url = self.emulator_url
+        return self.settings.model_copy(
+            update={
+                "qbo_api_base_url": url,
+                "qbo_oauth_authorize_url": f"{url}/connect/oauth2",
+                "qbo_oauth_token_url": f"{url}/oauth2/v1/tokens/bearer",
+                "qbo_oauth_revoke_url": f"{url}/oauth2/v1/tokens/revoke",
+                "qbo_redirect_uri": f"{self.sync_url}/oauth/callback",
+            }
+        )
+
     def child(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> Child:
         made = Child(name, args, env if env is not None else self.env(), self.logs)
         self.children[name] = made

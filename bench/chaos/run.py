@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bench.api_client import ApiClient
 from bench.chaos.actions import Actions
 from bench.chaos.compare import DELETED, Audit, Key, Shown, audit, expected_from_qbo, shown_by_api
+from bench.chaos.evidence import account, diagnose
 from bench.chaos.instance import InfraInstance
 from bench.chaos.ledger import Customer, Ledger
 from bench.chaos.options import ChaosOptions
@@ -34,8 +34,8 @@ from bench.chaos.plan import make_plan
 from bench.chaos.supervisor import Supervisor
 from bench.connect import connect_realms, map_customer
 from bench.emulator_admin import EmulatorAdmin
-from bench.kafka_counts import group_lag, topic_record_count
-from bench.procs import Child
+from bench.kafka_counts import group_lag
+from bench.procs import ROOT, Child
 from bench.report import Report
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from services.common.mongo import Document, make_client
@@ -90,7 +90,7 @@ async def run_chaos(options: ChaosOptions, base: Settings) -> tuple[Report, Audi
             api = ApiClient(http, stack.api_url)
             realms = realm_ids(options.realms)
             ledger = await _seed(admin, options, realms)
-            await connect_realms(_wired(settings, stack), admin, realms, "chaos")
+            await connect_realms(stack.wired(), admin, realms, "chaos")
             children = await _start_services(stack, options)
             for c in ledger.customers:
                 await map_customer(http, stack.sync_url, c.local_id, c.realm_id, c.qbo_customer_id)
@@ -127,8 +127,8 @@ async def run_chaos(options: ChaosOptions, base: Settings) -> tuple[Report, Audi
             quiet_began = time.monotonic()
             result = await _quiesce_and_audit(actions, options, settings, db, admin, ledger)
             report.add("run", "quiesce + audit", time.monotonic() - quiet_began, "s")
-            report.details["diagnosis"] = await _diagnose(db, result)
-            await _account(report, settings, db, admin, supervisor, fired, children, ledger)
+            report.details["diagnosis"] = await diagnose(settings, db, result)
+            await account(report, settings, db, admin, supervisor, fired, children, ledger)
             report.details["timeline"] = actions.log
     except BaseException:
         print(stack.logs_tail())
@@ -152,20 +152,9 @@ async def run_chaos(options: ChaosOptions, base: Settings) -> tuple[Report, Audi
     report.add("verdict", "seed", str(options.seed))
     clean = result is not None and result.clean
     report.add("verdict", "result", "PASS" if clean else "FAIL")
-    report.details["logs"] = str(stack.logs)
+    logs = stack.logs
+    report.details["logs"] = str(logs.relative_to(ROOT) if logs.is_relative_to(ROOT) else logs)
     return report, result
-
-
-def _wired(settings: Settings, stack: Stack) -> Settings:
-    url = stack.emulator_url
-    return settings.model_copy(
-        update={
-            "qbo_api_base_url": url,
-            "qbo_oauth_token_url": f"{url}/oauth2/v1/tokens/bearer",
-            "qbo_oauth_authorize_url": f"{url}/connect/oauth2",
-            "qbo_oauth_revoke_url": f"{url}/oauth2/v1/tokens/revoke",
-        }
-    )
 
 
 async def _seed(admin: EmulatorAdmin, options: ChaosOptions, realms: list[str]) -> Ledger:
@@ -311,63 +300,3 @@ async def _audit(admin: EmulatorAdmin, api: ApiClient, ledger: Ledger) -> Audit:
         if invoice_id in ledger.deleted.get(c, set())
     }
     return audit(expected, shown, optional)
-
-
-async def _diagnose(db: AsyncDatabase[Document], result: Audit) -> list[dict[str, Any]]:
-    """For the first failing invoices: the write model next to the read model, to tell a sync
-    problem (write model wrong) from an event or projection problem (only the read model)."""
-    keys = [*result.lost[:5], *(k for k, _, _ in result.stale[:5]), *result.unexpected[:5]]
-    fields = {"version": 1, "balance_micros": 1, "status": 1, "qbo_customer_id": 1}
-    found = []
-    for realm, _customer, invoice_id in keys:
-        key = f"{realm}:{invoice_id}"
-        found.append(
-            {
-                "invoice": key,
-                "write_model": await db["invoices"].find_one({"_id": key}, fields),
-                "read_model": await db["read_invoices"].find_one({"_id": key}, fields),
-            }
-        )
-    return found
-
-
-async def _account(
-    report: Report,
-    settings: Settings,
-    db: AsyncDatabase[Document],
-    admin: EmulatorAdmin,
-    supervisor: Supervisor,
-    fired: dict[str, int],
-    children: list[Child],
-    ledger: Ledger,
-) -> None:
-    """What happened along the way: faults, kills, crashes, commands, dead letters."""
-    stats = await admin.stats()
-    section = "what was done to it"
-    requests = sum(int(r.get("requests", 0)) for r in stats.get("realms", {}).values())
-    report.add(section, "QuickBooks API requests (all, incl. the audit)", requests)
-    report.add(section, "QuickBooks faults fired", sum(fired.values()))
-    for kind, count in sorted(fired.items()):
-        report.add(section, f"  {kind}", count)
-    report.add(section, "webhook deliveries dropped", int(stats["webhooks"]["dropped"]))
-    report.add(section, "QuickBooks changes (update/void/delete/create)", ledger.changes)
-    report.add(section, "processes SIGKILLed", sum(c.kills for c in children))
-    section = "how it coped"
-    report.add(section, "unplanned process exits (restarted)", sum(supervisor.crashes.values()))
-    statuses: dict[str, int] = {}
-    async for doc in db["commands"].find({}, {"status": 1}):
-        statuses[str(doc.get("status"))] = statuses.get(str(doc.get("status")), 0) + 1
-    for status, count in sorted(statuses.items()):
-        report.add(section, f"commands {status}", count)
-    dlq = await topic_record_count(settings.kafka_bootstrap_servers, settings.dead_letter_topic)
-    report.add(section, "dead-lettered records", dlq)
-    events = await topic_record_count(
-        settings.kafka_bootstrap_servers, settings.invoice_events_topic
-    )
-    report.add(section, "InvoiceUpdated events", events)
-    async for doc in db["connections"].find({}, {"status": 1}):
-        report.add(section, f"connection {doc['_id']}", str(doc["status"]))
-    report.details["crashes"] = supervisor.crash_codes
-    report.details["emulator_token_calls"] = {
-        realm: body.get("token_calls") for realm, body in stats.get("realms", {}).items()
-    }

@@ -28,49 +28,60 @@ class Supervisor:
         self._not_before: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        # Restarts and kills of a child take turns: otherwise a kill landing while a crash
+        # restart is spawning would start a second process and orphan the first.
+        self._lock = asyncio.Lock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="supervisor")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            async with self._lock:  # never cancel a restart halfway through spawning
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
     async def _watch(self) -> None:
         while True:
-            now = time.monotonic()
             for name, child in self.children.items():
-                if name in self._held:
-                    continue
-                if child.alive:
-                    if now - self._started_at.get(name, now) > 10.0:
-                        self._streak[name] = 0
-                    continue
-                if name not in self._not_before:
-                    code = child.process.returncode if child.process else None
-                    self.crashes[name] += 1
-                    self.crash_codes.append((name, code))
-                    self._not_before[name] = now + min(0.5 * 2 ** self._streak[name], 5.0)
-                    self._streak[name] += 1
-                if now >= self._not_before[name]:
-                    del self._not_before[name]
-                    self._started_at[name] = now
-                    await child.start()
+                async with self._lock:
+                    await self._tend(name, child, time.monotonic())
             await asyncio.sleep(self._interval_s)
+
+    async def _tend(self, name: str, child: Child, now: float) -> None:
+        if name in self._held:
+            return
+        if child.alive:
+            if now - self._started_at.get(name, now) > 10.0:
+                self._streak[name] = 0
+            return
+        if name not in self._not_before:
+            code = child.process.returncode if child.process else None
+            self.crashes[name] += 1
+            self.crash_codes.append((name, code))
+            self._not_before[name] = now + min(0.5 * 2 ** self._streak[name], 5.0)
+            self._streak[name] += 1
+        if now >= self._not_before[name]:
+            del self._not_before[name]
+            self._started_at[name] = now
+            await child.start()
 
     async def kill(self, name: str, down_for_s: float) -> None:
         child = self.children[name]
-        self._held.add(name)
-        try:
+        async with self._lock:
+            self._held.add(name)
+            self._not_before.pop(name, None)
             await child.kill()
+        try:
             await asyncio.sleep(down_for_s)
-            self._started_at[name] = time.monotonic()
-            await child.start()
         finally:
-            self._held.discard(name)
+            async with self._lock:
+                self._started_at[name] = time.monotonic()
+                if not child.alive:
+                    await child.start()
+                self._held.discard(name)
 
     async def wait_all_alive(self, within_s: float = 60.0) -> None:
         deadline = time.monotonic() + within_s
