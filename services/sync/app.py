@@ -143,8 +143,10 @@ class SyncService:
                     outbox_sweep_interval_s=s.outbox_sweep_interval_s,
                 ),
             )
-            # Events a crashed predecessor owed, whatever their age.
-            await worker.sweep_outbox(older_than=None)
+            # Events a crashed predecessor owed. Only stale entries: a fresh one may belong to a
+            # live worker between its write and its produce, and closing it here would lose its
+            # events if that worker then died. A redelivered command flushes its own entries.
+            await worker.sweep_outbox()
             await worker.run(stop)
         finally:
             await consumer.stop()
