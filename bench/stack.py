@@ -1,5 +1,9 @@
 """The system under test as separate processes: the QBO emulator, the sync service, the api.
 
+The one launcher of those processes: the benchmark, the fault suite and the end-to-end tests
+(tests/e2e) all start, wait for and stop them through `Stack`. It lives here because `bench` runs
+without the test suite (`make bench`, `make chaos`); tests import it, never the other way round.
+
 A run gets its own topics, consumer groups and database (named after the run), so it can share
 a Kafka and a MongoDB with a developer's `make run` or the test suite without touching their
 data, and removes them afterwards.

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 from playwright.async_api import Page, expect
 
+from bench.stack import Stack
 from services.common import jsoncodec
-from tests.e2e.conftest import Stack
 
 REALM = "9130350000000001"  # the emulator's default company
 CUSTOMER = "cust-e2e"
@@ -41,11 +41,11 @@ async def emulator_post(stack: Stack, http: httpx.AsyncClient, path: str, fields
 async def connect_company(stack: Stack, http: httpx.AsyncClient, user: str) -> None:
     """The OAuth dance a browser makes: sync -> Intuit (emulator) consent -> sync callback."""
     start = await http.get(f"{stack.sync_url}/oauth/connect", params={"user": user})
-    assert start.status_code == 302, start.text + stack.logs()
+    assert start.status_code == 302, start.text + stack.logs_tail()
     consent = await http.get(start.headers["location"])
     assert consent.status_code == 302, consent.text
     callback = await http.get(consent.headers["location"])
-    assert callback.status_code == 200, callback.text + stack.logs()
+    assert callback.status_code == 200, callback.text + stack.logs_tail()
     connected = body_of(callback)
     assert connected["connected"] is True
     assert connected["connection"]["realm_id"] == REALM
@@ -64,7 +64,7 @@ async def refresh_and_wait(stack: Stack, http: httpx.AsyncClient) -> dict[str, A
             if command["status"] in ("succeeded", "failed", "needs_reauth"):
                 break
             await asyncio.sleep(0.25)
-    assert command["status"] == "succeeded", f"{command}\n{stack.logs()}"
+    assert command["status"] == "succeeded", f"{command}\n{stack.logs_tail()}"
     return command
 
 
@@ -120,7 +120,7 @@ async def test_connect_map_refresh_and_watch_a_change_arrive_in_the_dashboard(
             f"{stack.sync_url}/customers/{CUSTOMER}/mapping",
             json={"realm_id": REALM, "qbo_customer_id": customer["Id"]},
         )
-        assert mapped.status_code == 200, mapped.text + stack.logs()
+        assert mapped.status_code == 200, mapped.text + stack.logs_tail()
 
         command = await refresh_and_wait(stack, http)
         assert command["result"]["fetched"] >= 2
