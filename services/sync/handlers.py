@@ -30,6 +30,7 @@ from services.sync.store import (
     CustomerMappings,
     InvoiceStore,
     Outbox,
+    StoredVersions,
 )
 from services.sync.vault import TokenVault
 
@@ -80,14 +81,18 @@ def _records(realm_id: str, objects: Sequence[dict[str, Any]]) -> list[InvoiceRe
 
 
 async def _store_and_emit(
-    deps: Dependencies, realm_id: str, records: list[InvoiceRecord], command_id: str | None
+    deps: Dependencies,
+    realm_id: str,
+    records: list[InvoiceRecord],
+    command_id: str | None,
+    known: StoredVersions | None = None,
 ) -> tuple[int, int]:
     if not records:
         return 0, 0
     customers = {r.qbo_customer_id for r in records if r.qbo_customer_id}
     local_ids = await deps.mappings.local_ids(realm_id, customers)
     entry = await deps.outbox.open(command_id, [r.key for r in records])
-    applied = await deps.invoices.apply(records, local_ids)
+    applied = await deps.invoices.apply(records, local_ids, known)
     emitted = await deps.events.publish(applied.written)
     await deps.outbox.close(entry)
     return applied.stored, emitted
@@ -112,11 +117,13 @@ async def refresh_invoices(command: RefreshInvoices, deps: Dependencies) -> dict
     select = Select("Invoice").where("CustomerRef", "=", mapping.qbo_customer_id).order_by("Id")
     # Events owed by an earlier attempt of this command that died between write and produce.
     emitted = await deps.events.flush(command_id=command.command_id)
+    # One read of what is stored for this customer, not one per page (see StoredVersions).
+    known = await deps.invoices.customer_versions(command.realm_id, mapping.qbo_customer_id)
     fetched = stored = 0
     async for page in deps.qbo.query_pages(command.realm_id, select, page_size=PAGE_SIZE):
         fetched += len(page)
         records = _records(command.realm_id, page)
-        s, e = await _store_and_emit(deps, command.realm_id, records, command.command_id)
+        s, e = await _store_and_emit(deps, command.realm_id, records, command.command_id, known)
         stored, emitted = stored + s, emitted + e
     await deps.mappings.synced(command.local_customer_id, command.command_id)
     log.info(

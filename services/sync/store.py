@@ -36,6 +36,20 @@ INDEXES = [
 
 Clock = Callable[[], datetime]
 
+# FerretDB v1 answers a filter that is exactly `{_id: value}` without decoding every document
+# of the collection (~70 µs each); any other filter, `$in` included, decodes them all. Up to
+# this many keys, one `_id` query per key is the cheaper read; MongoDB uses its index either way.
+FEW_KEYS = 8
+
+HELD_FIELDS: Document = {
+    "version": 1,
+    "sync_token": 1,
+    "last_updated_time": 1,
+    "deleted": 1,
+    "qbo_customer_id": 1,
+    "local_customer_id": 1,
+}
+
 
 def _day(value: date | None) -> str | None:
     # Dates as ISO strings: BSON has no date-only type and a midnight datetime invites
@@ -53,6 +67,54 @@ class ApplyResult:
         return len(self.written)
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a write is compared against: the stored version of one invoice."""
+
+    version: int
+    sync_token: int
+    last_updated_time: datetime
+    deleted: bool
+    qbo_customer_id: str | None
+    local_customer_id: str | None
+
+    @classmethod
+    def of(cls, doc: Document) -> Held:
+        return cls(
+            int(doc["version"]),
+            int(doc["sync_token"]),
+            doc["last_updated_time"],
+            bool(doc["deleted"]),
+            doc.get("qbo_customer_id"),
+            doc.get("local_customer_id"),
+        )
+
+
+class StoredVersions:
+    """One customer's stored versions, read once for a whole refresh instead of once a page.
+
+    Per-page lookups cost a scan of the collection on FerretDB, so a full sync grew with the
+    square of the invoice count. This holds only versions that were stored at some point: it
+    may fall behind (another writer) but is never ahead, and every write stays guarded, so a
+    write based on an outdated entry conflicts and is compared again against a fresh read.
+    """
+
+    def __init__(self, held: dict[str, Held]) -> None:
+        self._held = held
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def get(self, key: str) -> Held | None:
+        return self._held.get(key)
+
+    def remember(self, docs: Iterable[Document]) -> None:
+        self.learn({doc["_id"]: Held.of(doc) for doc in docs})
+
+    def learn(self, held: dict[str, Held]) -> None:
+        self._held.update(held)
+
+
 class InvoiceStore:
     """The write model: one document per QBO invoice, never overwritten by an older version."""
 
@@ -61,12 +123,17 @@ class InvoiceStore:
         self._clock = clock
 
     async def apply(
-        self, records: Sequence[InvoiceRecord], local_ids: dict[str, str | None]
+        self,
+        records: Sequence[InvoiceRecord],
+        local_ids: dict[str, str | None],
+        known: StoredVersions | None = None,
     ) -> ApplyResult:
         """Store every record that is newer than what is stored; return what was written.
 
-        `local_ids` maps QBO customer ids to local customer ids. Safe to call again with the
-        same records (a redelivered command): nothing is newer the second time.
+        `local_ids` maps QBO customer ids to local customer ids. `known`, when given, stands in
+        for reading the stored versions (a key it lacks is taken as not stored) and learns what
+        this call writes. Safe to call again with the same records (a redelivered command):
+        nothing is newer the second time.
         """
         newest: dict[str, InvoiceRecord] = {}
         for record in records:  # a page may repeat an invoice; keep its newest version
@@ -78,8 +145,15 @@ class InvoiceStore:
         written: list[Document] = []
         pending = list(newest.values())
         raced: set[str] = set()
-        for _attempt in range(5):
-            done, conflicted = await self._write(pending, local_ids)
+        for attempt in range(5):
+            keys = [r.key for r in pending]
+            if known is not None and attempt == 0:
+                current = {k: found for k in keys if (found := known.get(k)) is not None}
+            else:
+                current = await self._held(keys)
+                if known is not None:
+                    known.learn(current)
+            done, conflicted = await self._write(pending, local_ids, current)
             written.extend(done)
             raced |= conflicted
             if not conflicted:
@@ -90,6 +164,8 @@ class InvoiceStore:
                 unsure = raced - {d["_id"] for d in written}
                 if unsure:
                     written.extend(await self.get_many(sorted(unsure)))
+                if known is not None:
+                    known.remember(written)
                 return ApplyResult(len(records), written)
             # Someone else wrote some of these meanwhile (a partition moved, a sweeper):
             # compare again against what is now stored.
@@ -97,25 +173,13 @@ class InvoiceStore:
         raise RuntimeError(f"invoice writes kept conflicting for {sorted(conflicted)[:5]}")
 
     async def _write(
-        self, records: Sequence[InvoiceRecord], local_ids: dict[str, str | None]
+        self,
+        records: Sequence[InvoiceRecord],
+        local_ids: dict[str, str | None],
+        current: dict[str, Held],
     ) -> tuple[list[Document], set[str]]:
         if not records:
             return [], set()
-        keys = [r.key for r in records]
-        current = {
-            d["_id"]: d
-            async for d in self._invoices.find(
-                {"_id": {"$in": keys}},
-                {
-                    "version": 1,
-                    "sync_token": 1,
-                    "last_updated_time": 1,
-                    "deleted": 1,
-                    "qbo_customer_id": 1,
-                    "local_customer_id": 1,
-                },
-            )
-        }
         now = self._clock()
         inserts: list[Document] = []
         updates: list[UpdateOne] = []
@@ -127,28 +191,26 @@ class InvoiceStore:
             if held is None:
                 inserts.append({"_id": record.key, **self._fields(record, local_id, 1, now)})
                 continue
-            newer = record.is_newer_than(
-                int(held["sync_token"]), held["last_updated_time"], bool(held["deleted"])
-            )
+            newer = record.is_newer_than(held.sync_token, held.last_updated_time, held.deleted)
             # A customer mapped after its invoices were stored: same QBO version, new owner.
             relinked = (
                 not newer
-                and not held["deleted"]
+                and not held.deleted
                 and local_id is not None
-                and held.get("local_customer_id") != local_id
-                and record.sync_token == int(held["sync_token"])
+                and held.local_customer_id != local_id
+                and record.sync_token == held.sync_token
             )
             if newer or relinked:
-                fields = self._fields(record, local_id, int(held["version"]) + 1, now)
+                fields = self._fields(record, local_id, held.version + 1, now)
                 if record.deleted and record.qbo_customer_id is None:
                     # A deletion stub names no customer (webhooks and CDC send ids only): the
                     # invoice stays its customer's, so listings can still show it as deleted.
-                    fields["qbo_customer_id"] = held.get("qbo_customer_id")
-                    fields["local_customer_id"] = held.get("local_customer_id")
+                    fields["qbo_customer_id"] = held.qbo_customer_id
+                    fields["local_customer_id"] = held.local_customer_id
                 update_keys.add(record.key)
                 updated.append({"_id": record.key, **fields})
                 updates.append(
-                    UpdateOne({"_id": record.key, "version": held["version"]}, {"$set": fields})
+                    UpdateOne({"_id": record.key, "version": held.version}, {"$set": fields})
                 )
         conflicted: set[str] = set()
         written: list[Document] = []
@@ -198,8 +260,22 @@ class InvoiceStore:
         }
 
     async def get_many(self, keys: Iterable[str]) -> list[Document]:
-        cursor = self._invoices.find({"_id": {"$in": list(keys)}}, {"raw_json": 0})
-        return [d async for d in cursor]
+        return await self._find_keys(list(keys), {"raw_json": 0})
+
+    async def customer_versions(self, realm_id: str, qbo_customer_id: str) -> StoredVersions:
+        cursor = self._invoices.find(
+            {"realm_id": realm_id, "qbo_customer_id": qbo_customer_id}, HELD_FIELDS
+        )
+        return StoredVersions({d["_id"]: Held.of(d) async for d in cursor})
+
+    async def _held(self, keys: list[str]) -> dict[str, Held]:
+        return {d["_id"]: Held.of(d) for d in await self._find_keys(keys, HELD_FIELDS)}
+
+    async def _find_keys(self, keys: list[str], projection: Document) -> list[Document]:
+        if len(keys) <= FEW_KEYS:
+            found = [await self._invoices.find_one({"_id": k}, projection) for k in keys]
+            return [d for d in found if d is not None]
+        return [d async for d in self._invoices.find({"_id": {"$in": keys}}, projection)]
 
     async def keys_for_customer(self, realm_id: str, qbo_customer_id: str) -> list[str]:
         cursor = self._invoices.find(
