@@ -120,9 +120,19 @@ def parse_event(
     return doc
 
 
+class ProjectionInterrupted(Exception):
+    """A retryable failure part-way through a batch. In each partition named in `resume_at`,
+    the records before that offset are done (stored, skipped as stale or dead-lettered) and the
+    rest must be read again; partitions not named are done entirely."""
+
+    def __init__(self, resume_at: dict[TopicPartition, int]) -> None:
+        self.resume_at = resume_at
+        super().__init__(f"projection interrupted, resuming at {resume_at}")
+
+
 @dataclass
 class Projector:
-    """Projects records one by one; `run_projector` drives it from the consumer group."""
+    """Projects batches of records; `run_projector` drives it from the consumer group."""
 
     read_invoices: ReadInvoices
     dead_letters: DeadLetters
@@ -131,12 +141,41 @@ class Projector:
     clock: Clock = utc_now
     retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 5.0, 10.0)
 
-    async def project(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
-        """Project one record. Raises only for retryable infrastructure failures."""
+    async def project(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outcome]:
+        """Project a batch (any partitions, each in offset order); answer each record's outcome.
+
+        The valid records are written first, all together (`ReadInvoices.apply_many`), then the
+        poison ones are dead-lettered in order. A retryable failure raises
+        `ProjectionInterrupted` saying where each partition must resume.
+        """
+        projected_at = self.clock()
+        outcomes: list[Outcome | None] = [None] * len(records)
+        valid: list[tuple[int, Document]] = []
+        poison: list[tuple[int, Rejected]] = []
+        for i, record in enumerate(records):
+            try:
+                valid.append((i, parse_event(record, self.schemas, projected_at)))
+            except Rejected as exc:
+                poison.append((i, exc))
         try:
-            doc = parse_event(record, self.schemas, self.clock())
-        except Rejected as rejected:
-            await self.dead_letters.send(record, rejected)
+            applied = await self.read_invoices.apply_many([doc for _, doc in valid])
+        except RETRYABLE as exc:
+            log.warning("projector.retrying", records=len(records), error=repr(exc))
+            raise ProjectionInterrupted(_first_offsets(records)) from exc
+        for (i, _), result in zip(valid, applied, strict=True):
+            outcome = Outcome.STORED if result is Applied.STORED else Outcome.STALE
+            outcomes[i] = outcome
+            self.metrics.events.labels(outcome.value).inc()
+        for n, (i, rejected) in enumerate(poison):
+            record = records[i]
+            try:
+                await self.dead_letters.send(record, rejected)
+            except RETRYABLE as exc:
+                log.warning("projector.retrying", offset=record.offset, error=repr(exc))
+                # Every record before the unsent dead letters is done: written or dead-lettered.
+                raise ProjectionInterrupted(
+                    _first_offsets([records[j] for j, _ in poison[n:]])
+                ) from exc
             log.warning(
                 "projector.dead_lettered",
                 topic=record.topic,
@@ -145,67 +184,72 @@ class Projector:
                 reason=rejected.reason,
                 error_type=rejected.error_type,
             )
-            outcome = Outcome.DEAD_LETTERED
-        else:
-            applied = await self.read_invoices.apply(doc)
-            outcome = Outcome.STORED if applied is Applied.STORED else Outcome.STALE
-            log.debug(
-                "projector.projected", invoice=doc["_id"], version=doc["version"], outcome=outcome
-            )
-        self.metrics.events.labels(outcome.value).inc()
-        return outcome
+            outcomes[i] = Outcome.DEAD_LETTERED
+            self.metrics.events.labels(Outcome.DEAD_LETTERED.value).inc()
+        log.debug(
+            "projector.projected",
+            records=len(records),
+            stored=applied.count(Applied.STORED),
+            dead_lettered=len(poison),
+        )
+        return [o for o in outcomes if o is not None]
 
     async def consume(self, consumer: AIOKafkaConsumer) -> None:
-        """Project batch after batch until cancelled; commit each partition after its writes."""
+        """Project batch after batch until cancelled; commit each batch after its writes."""
         failures = 0
         while True:
             batches = await consumer.getmany(timeout_ms=500)
-            for tp, records in batches.items():
-                done = await self._project_partition(consumer, tp, records)
-                failures = 0 if done else failures + 1
-                if not done:
-                    await asyncio.sleep(self.delay_after(failures))
+            if not batches:
+                continue
+            done = await self._project_batches(consumer, batches)
+            failures = 0 if done else failures + 1
+            if not done:
+                await asyncio.sleep(self.delay_after(failures))
 
-    async def _project_partition(
+    async def _project_batches(
         self,
         consumer: AIOKafkaConsumer,
-        tp: TopicPartition,
-        records: list[ConsumerRecord[bytes, bytes]],
+        batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     ) -> bool:
-        """Project `records` of one partition; on a retryable failure, rewind to the failed
-        record (after committing what is done) and report False."""
-        next_offset: int | None = None
-        failed = False
-        for record in records:
+        """Project one `getmany` worth of records together, so the read model is read once per
+        batch rather than once per partition, then commit what is done. On a retryable failure,
+        rewind the unfinished partitions (after committing what is done) and report False."""
+        resume_at: dict[TopicPartition, int] = {}
+        try:
+            await self.project([r for records in batches.values() for r in records])
+        except ProjectionInterrupted as interrupted:
+            resume_at = interrupted.resume_at
+        commits: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            next_offset = resume_at.get(tp, records[-1].offset + 1)
+            if tp in resume_at:
+                consumer.seek(tp, next_offset)
+            if next_offset > records[0].offset:
+                commits[tp] = next_offset
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(highwater - next_offset, 0))
+        if commits:
             try:
-                await self.project(record)
-            except RETRYABLE as exc:
-                log.warning(
-                    "projector.retrying",
-                    partition=tp.partition,
-                    offset=record.offset,
-                    error=repr(exc),
-                )
-                consumer.seek(tp, record.offset)
-                failed = True
-                break
-            next_offset = record.offset + 1
-        if next_offset is not None:
-            try:
-                await consumer.commit({tp: next_offset})
+                await consumer.commit(commits)
             except CommitFailedError as exc:
-                # The partition moved to another member: it re-reads from the last commit and
+                # A partition moved to another member: it re-reads from the last commit and
                 # the version guard makes the repeat harmless.
-                log.info("projector.commit_lost", partition=tp.partition, error=str(exc))
-        highwater = consumer.highwater(tp)
-        if highwater is not None:
-            position = next_offset if next_offset is not None else records[0].offset
-            self.metrics.lag.labels(str(tp.partition)).set(max(highwater - position, 0))
-        return not failed
+                log.info("projector.commit_lost", error=str(exc))
+        return not resume_at
 
     def delay_after(self, failures: int) -> float:
         """Back-off before the next try after `failures` consecutive failures (>= 1)."""
         return self.retry_delays[min(max(failures, 1), len(self.retry_delays)) - 1]
+
+
+def _first_offsets(
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+    return first
 
 
 async def run_projector(settings: Settings, projector: Projector) -> None:
@@ -218,6 +262,7 @@ async def run_projector(settings: Settings, projector: Projector) -> None:
             settings.projector_consumer_group,
             settings.invoice_events_topic,
             client_id=f"{settings.kafka_client_id}-projector",
+            max_poll_records=settings.projector_batch_size,
         )
         try:
             await projector.read_invoices.prepare()
@@ -274,6 +319,7 @@ async def rebuild(
         settings.kafka_bootstrap_servers,
         settings.projector_consumer_group,
         client_id=f"{settings.kafka_client_id}-projector-rebuild",
+        max_poll_records=settings.projector_batch_size,
     )
     outcomes: dict[str, int] = {o.value: 0 for o in Outcome}
     records_seen = 0
@@ -292,12 +338,14 @@ async def rebuild(
         async with asyncio.timeout(idle_timeout) as deadline:
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=500)
-                for tp, records in batches.items():
-                    for record in records:
-                        if record.offset >= end[tp]:
-                            break
-                        outcomes[(await projector.project(record)).value] += 1
-                        records_seen += 1
+                replayed = [
+                    r for tp, records in batches.items() for r in records if r.offset < end[tp]
+                ]
+                if replayed:
+                    for outcome in await projector.project(replayed):
+                        outcomes[outcome.value] += 1
+                    records_seen += len(replayed)
+                if batches:
                     deadline.reschedule(asyncio.get_running_loop().time() + idle_timeout)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:

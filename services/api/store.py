@@ -6,12 +6,13 @@ filters, no transactions, no `$expr`, no aggregation beyond plain finds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.api.listing import InvoiceListQuery, combine, status_filter
 from services.api.readmodel import Totals
@@ -34,6 +35,11 @@ CONNECTION_FIELDS = {
 }
 _TOTALS_FIELDS = {"status": 1, "deleted": 1, "due_date": 1, "currency": 1}
 _TOTALS_FIELDS |= {"total_amt_micros": 1, "balance_micros": 1}
+# Up to this many keys, stored versions are read with one `_id` equality each rather than one
+# `$in`: FerretDB v1 pushes only an exact `{_id: <string>}` filter down to SQLite, and decodes
+# every document for anything else. Measured at 2,000 and 20,000 documents, an `$in` costs as
+# much as ~22-26 equality lookups, whatever the number of keys.
+_EQUALITY_LOOKUPS = 16
 
 
 class Applied(StrEnum):
@@ -68,6 +74,65 @@ class ReadInvoices:
         except DuplicateKeyError:
             return Applied.STALE
         return Applied.STORED
+
+    async def apply_many(self, docs: Sequence[Document]) -> list[Applied]:
+        """Store each invoice's newest version among `docs` unless the stored one is the same or
+        newer; answer what happened to each doc, in order (a doc superseded within `docs` is
+        STALE). Idempotent and order-safe like `apply`, at a fraction of its cost per doc.
+
+        One read of the stored versions for all keys, one `insert_many` for the invoices not
+        stored yet, and the guarded `apply` only for those whose stored version is older: on
+        FerretDB v1 every guarded write scans the collection, the insert and the read do not.
+        """
+        newest: dict[str, int] = {}  # key -> index in docs of its newest version
+        for i, doc in enumerate(docs):
+            held = newest.get(doc["_id"])
+            if held is None or doc["version"] > docs[held]["version"]:
+                newest[doc["_id"]] = i
+        applied = [Applied.STALE] * len(docs)
+        stored = await self.versions(list(newest))
+        inserts: list[int] = []
+        for key, i in newest.items():
+            if key not in stored:
+                inserts.append(i)
+            elif stored[key] < docs[i]["version"]:
+                applied[i] = await self.apply(docs[i])
+        if inserts:
+            try:
+                await self._collection.insert_many([docs[i] for i in inserts], ordered=False)
+            except (BulkWriteError, DuplicateKeyError, KeyError):
+                # Someone else (a rebuild, the partition's previous owner) inserted some of these
+                # meanwhile. FerretDB reports bulk write errors with wrong indexes (or unparsable
+                # ones: KeyError), so re-check every insert of the batch against what is stored.
+                await self._settle(docs, inserts, applied)
+            else:
+                for i in inserts:
+                    applied[i] = Applied.STORED
+        return applied
+
+    async def _settle(
+        self, docs: Sequence[Document], indexes: list[int], applied: list[Applied]
+    ) -> None:
+        stored = await self.versions([docs[i]["_id"] for i in indexes])
+        for i in indexes:
+            held = stored.get(docs[i]["_id"])
+            if held == docs[i]["version"]:
+                # This version is stored: by our insert or, just as well, by another projector.
+                applied[i] = Applied.STORED
+            elif held is None or held < docs[i]["version"]:
+                applied[i] = await self.apply(docs[i])
+
+    async def versions(self, keys: Sequence[str]) -> dict[str, int]:
+        """The stored version of each of `keys` that is stored."""
+        if len(keys) <= _EQUALITY_LOOKUPS:
+            found: dict[str, int] = {}
+            for key in keys:
+                doc = await self._collection.find_one({"_id": key}, {"version": 1})
+                if doc is not None:
+                    found[key] = int(doc["version"])
+            return found
+        cursor = self._collection.find({"_id": {"$in": list(keys)}}, {"version": 1})
+        return {doc["_id"]: int(doc["version"]) async for doc in cursor}
 
     async def page(
         self, customer: Document, query: InvoiceListQuery, today: date

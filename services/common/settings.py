@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # Run the event projector inside the api process (a separate projector process may be run
     # instead with `python -m services.api.projector`).
     api_run_projector: bool = True
+    # Records the projector takes per batch. It reads the read model's versions once per batch,
+    # so bigger batches are cheaper per event; but on FerretDB v1 each update of an invoice
+    # already stored scans the collection, and a batch must finish within Kafka's
+    # max.poll.interval (5 minutes) or the consumer is dropped from its group.
+    projector_batch_size: int = Field(default=500, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -251,11 +251,11 @@ class FlakyReadInvoices(ReadInvoices):
         super().__init__(db)
         self.failures = failures
 
-    async def apply(self, doc: Document) -> Any:
+    async def apply_many(self, docs: Sequence[Document]) -> Any:
         if self.failures > 0:
             self.failures -= 1
             raise AutoReconnect("connection reset by test")
-        return await super().apply(doc)
+        return await super().apply_many(docs)
 
 
 async def test_a_failing_database_delays_the_event_but_never_skips_it(
