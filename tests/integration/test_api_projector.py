@@ -368,3 +368,189 @@ async def test_partitions_are_committed_independently(
     offsets = await eventually(lambda: committed_offsets(settings), lambda o: o == per_partition)
     assert offsets == per_partition
     assert len(per_partition) > 1  # the test means something only across partitions
+
+
+async def projected_once_started(
+    settings: Settings, db: AsyncDatabase[Document], total: int, store: ReadInvoices | None = None
+) -> tuple[Projector, dict[str, float]]:
+    """Start a projector on records already in the topic, so they come in as few batches as
+    Kafka hands out, wait until it handled `total` of them and stop it."""
+    projector, producer = make_projector(settings, db, store)
+    task = await start(projector, settings)
+    try:
+        handled = await RunningProjector(projector).wait_handled(total)
+    finally:
+        await stop(task, producer)
+    return projector, handled
+
+
+async def test_a_batch_with_repeated_and_reordered_versions_keeps_the_newest(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    # Already stored: invoice 80 at version 2 (to be updated), 81 at version 5 (newer than the
+    # batch), and enough other invoices that the batch's versions are read with one `$in`.
+    await mongo_db["read_invoices"].insert_many(
+        [
+            {"_id": invoice_key(REALM, "80"), "version": 2},
+            {"_id": invoice_key(REALM, "81"), "version": 5},
+        ]
+    )
+    events = [
+        invoice_event("80", 3, balance="30.00"),
+        invoice_event("80", 1),
+        invoice_event("81", 4),
+        invoice_event("82", 2, balance="20.00"),
+        invoice_event("82", 7, balance="70.00"),
+        invoice_event("82", 7, balance="70.00"),
+        invoice_event("82", 5),
+        *(invoice_event(str(900 + i), 1) for i in range(20)),
+    ]
+    await produce_events(settings, *events)
+
+    _, handled = await projected_once_started(settings, mongo_db, len(events))
+
+    assert handled == {"stored": 22.0, "stale": 5.0, "dead_lettered": 0.0}
+    rows = {row["_id"]: row async for row in mongo_db["read_invoices"].find({})}
+    assert len(rows) == 23
+    assert (rows[f"{REALM}:80"]["version"], rows[f"{REALM}:80"]["balance_micros"]) == (
+        3,
+        30_000_000,
+    )
+    assert rows[f"{REALM}:81"] == {"_id": f"{REALM}:81", "version": 5}
+    assert (rows[f"{REALM}:82"]["version"], rows[f"{REALM}:82"]["balance_micros"]) == (
+        7,
+        70_000_000,
+    )
+    assert all(rows[f"{REALM}:{900 + i}"]["version"] == 1 for i in range(20))
+
+
+async def test_a_redelivered_batch_changes_nothing(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    events = [invoice_event(str(i), 1 + i % 3) for i in range(1, 31)]
+    await produce_events(settings, *events)
+    await projected_once_started(settings, mongo_db, len(events))
+    before = {row["_id"]: row async for row in mongo_db["read_invoices"].find({})}
+
+    # The same records again, as after a rebalance or a crash before the commit.
+    await produce_events(settings, *events)
+    _, handled = await projected_once_started(settings, mongo_db, len(events))
+
+    assert handled == {"stored": 0.0, "stale": 30.0, "dead_lettered": 0.0}
+    after = {row["_id"]: row async for row in mongo_db["read_invoices"].find({})}
+    assert after == before
+    assert len(after) == 30
+
+
+async def test_a_batch_mixing_valid_and_poison_records_dead_letters_only_the_poison(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    good = [invoice_event(str(i), 1) for i in range(500, 510)]
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for n, event in enumerate(good):
+        records.append((event_key(event), jsoncodec.dumpb(event)))
+        if n % 3 == 0:
+            records.append((event_key(event), b"{not json"))
+    await produce(settings, records)
+
+    _, handled = await projected_once_started(settings, mongo_db, len(records))
+
+    assert handled == {"stored": 10.0, "stale": 0.0, "dead_lettered": 4.0}
+    keys = {row["_id"] async for row in mongo_db["read_invoices"].find({})}
+    assert keys == {invoice_key(REALM, str(i)) for i in range(500, 510)}
+    dead = await consume_all(settings, settings.dead_letter_topic, 4)
+    assert {r.value for r in dead} == {b"{not json"}
+    assert {r.key for r in dead} == {event_key(good[n]) for n in (0, 3, 6, 9)}
+    for r in dead:
+        h = dict(r.headers)
+        source = [
+            s
+            for s in await consume_all(settings, settings.invoice_events_topic, len(records))
+            if s.partition == int(h["dlq.partition"]) and s.offset == int(h["dlq.offset"])
+        ]
+        assert [s.value for s in source] == [b"{not json"]
+    per_partition: dict[int, int] = {}
+    for record in await consume_all(settings, settings.invoice_events_topic, len(records)):
+        per_partition[record.partition] = per_partition.get(record.partition, 0) + 1
+    assert await committed_offsets(settings) == per_partition
+
+
+class CrashAfterWriting(ReadInvoices):
+    """The real collection; the projector "dies" right after its writes, before any commit."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self.written = asyncio.Event()
+
+    async def apply_many(self, docs: Sequence[Document]) -> Any:
+        await super().apply_many(docs)
+        self.written.set()
+        await asyncio.Event().wait()  # cancelled here, as a killed process would stop
+
+
+async def test_a_crash_between_the_writes_and_the_commit_loses_nothing(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    events = [invoice_event(str(i), 2) for i in range(600, 640)]
+    await produce_events(settings, *events)
+    crashing = CrashAfterWriting(mongo_db)
+    projector, producer = make_projector(settings, mongo_db, crashing)
+    task = await start(projector, settings)
+    await asyncio.wait_for(crashing.written.wait(), 30)
+    await stop(task, producer)
+    assert await committed_offsets(settings) == {}
+    # Newer versions arrive while the projector is down.
+    await produce_events(settings, *(invoice_event(str(i), 3) for i in range(600, 610)))
+
+    _, handled = await projected_once_started(settings, mongo_db, len(events) + 10)
+
+    rows = {row["_id"]: row["version"] async for row in mongo_db["read_invoices"].find({})}
+    assert rows == {invoice_key(REALM, str(i)): 3 if i < 610 else 2 for i in range(600, 640)}
+    assert handled["dead_lettered"] == 0.0
+    offsets = await committed_offsets(settings)
+    assert sum(offsets.values()) == len(events) + 10
+
+
+class RacedReadInvoices(ReadInvoices):
+    """The real collection, where another writer stores invoices right after the batch's
+    versions were read (a rebuild, or the partition's previous owner)."""
+
+    def __init__(self, db: AsyncDatabase[Document], others: list[Document]) -> None:
+        super().__init__(db)
+        self.others = others
+
+    async def versions(self, keys: Sequence[str]) -> dict[str, int]:
+        found = await super().versions(keys)
+        if self.others:
+            await self._collection.insert_many(self.others)
+            self.others = []
+        return found
+
+
+async def test_invoices_inserted_by_another_writer_meanwhile_are_rechecked(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    def doc(invoice_id: str, version: int) -> Document:
+        return {"_id": invoice_key(REALM, invoice_id), "version": version, "by": "batch"}
+
+    others = [
+        {"_id": invoice_key(REALM, "1"), "version": 1, "by": "other"},
+        {"_id": invoice_key(REALM, "2"), "version": 9, "by": "other"},
+        {"_id": invoice_key(REALM, "3"), "version": 2, "by": "other"},
+    ]
+    store = RacedReadInvoices(mongo_db, others)
+    batch = [doc("1", 4), doc("2", 4), doc("3", 2), doc("4", 4)]
+
+    applied = await store.apply_many(batch)
+
+    # Newer than the other writer's: stored; older: stale; the same version: it is stored.
+    assert [a.value for a in applied] == ["stored", "stale", "stored", "stored"]
+    rows = {
+        row["_id"]: (row["version"], row["by"]) async for row in mongo_db["read_invoices"].find({})
+    }
+    assert rows == {
+        invoice_key(REALM, "1"): (4, "batch"),
+        invoice_key(REALM, "2"): (9, "other"),
+        invoice_key(REALM, "3"): (2, "other"),
+        invoice_key(REALM, "4"): (4, "batch"),
+    }
