@@ -130,6 +130,15 @@ class ProjectionInterrupted(Exception):
         super().__init__(f"projection interrupted, resuming at {resume_at}")
 
 
+@dataclass(frozen=True)
+class Projected:
+    """What became of a batch: each record's outcome (None: left for a later batch), and where
+    the partitions with records left must resume; the others are done."""
+
+    outcomes: list[Outcome | None]
+    resume_at: dict[TopicPartition, int]
+
+
 @dataclass
 class Projector:
     """Projects batches of records; `run_projector` drives it from the consumer group."""
@@ -140,16 +149,20 @@ class Projector:
     schemas: SchemaSet = field(default_factory=default_schemas)
     clock: Clock = utc_now
     retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    # Seconds of updates per batch. On FerretDB v1 an update costs a scan of the read model,
+    # so a batch of them could otherwise outlast Kafka's max.poll.interval (5 minutes) and get
+    # the consumer dropped from its group, batch after batch.
+    batch_time_budget: float | None = 60.0
 
-    async def project(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outcome]:
-        """Project a batch (any partitions, each in offset order); answer each record's outcome.
+    async def project(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Projected:
+        """Project a batch (any partitions, each in offset order).
 
         The valid records are written first, all together (`ReadInvoices.apply_many`), then the
-        poison ones are dead-lettered in order. A retryable failure raises
-        `ProjectionInterrupted` saying where each partition must resume.
+        poison ones are dead-lettered in order. When the writes run out of time, each partition
+        is done up to its first record not written, and the rest is left for the next batch. A
+        retryable failure raises `ProjectionInterrupted` saying where each partition resumes.
         """
         projected_at = self.clock()
-        outcomes: list[Outcome | None] = [None] * len(records)
         valid: list[tuple[int, Document]] = []
         poison: list[tuple[int, Rejected]] = []
         for i, record in enumerate(records):
@@ -158,14 +171,27 @@ class Projector:
             except Rejected as exc:
                 poison.append((i, exc))
         try:
-            applied = await self.read_invoices.apply_many([doc for _, doc in valid])
+            applied = await self.read_invoices.apply_many(
+                [doc for _, doc in valid], time_budget=self.batch_time_budget
+            )
         except RETRYABLE as exc:
             log.warning("projector.retrying", records=len(records), error=repr(exc))
             raise ProjectionInterrupted(_first_offsets(records)) from exc
+        resume_at = _first_offsets(
+            [records[i] for (i, _), result in zip(valid, applied, strict=True) if result is None]
+        )
+
+        def done(record: ConsumerRecord[bytes, bytes]) -> bool:
+            tp = TopicPartition(record.topic, record.partition)
+            return tp not in resume_at or record.offset < resume_at[tp]
+
+        outcomes: list[Outcome | None] = [None] * len(records)
         for (i, _), result in zip(valid, applied, strict=True):
-            outcome = Outcome.STORED if result is Applied.STORED else Outcome.STALE
-            outcomes[i] = outcome
-            self.metrics.events.labels(outcome.value).inc()
+            if result is not None and done(records[i]):
+                outcome = Outcome.STORED if result is Applied.STORED else Outcome.STALE
+                outcomes[i] = outcome
+                self.metrics.events.labels(outcome.value).inc()
+        poison = [(i, rejected) for i, rejected in poison if done(records[i])]
         for n, (i, rejected) in enumerate(poison):
             record = records[i]
             try:
@@ -173,8 +199,10 @@ class Projector:
             except RETRYABLE as exc:
                 log.warning("projector.retrying", offset=record.offset, error=repr(exc))
                 # Every record before the unsent dead letters is done: written or dead-lettered.
+                unsent = _first_offsets([records[j] for j, _ in poison[n:]])
                 raise ProjectionInterrupted(
-                    _first_offsets([records[j] for j, _ in poison[n:]])
+                    {tp: min(resume_at.get(tp, o), o) for tp, o in unsent.items()}
+                    | {tp: o for tp, o in resume_at.items() if tp not in unsent}
                 ) from exc
             log.warning(
                 "projector.dead_lettered",
@@ -189,10 +217,11 @@ class Projector:
         log.debug(
             "projector.projected",
             records=len(records),
-            stored=applied.count(Applied.STORED),
+            stored=outcomes.count(Outcome.STORED),
             dead_lettered=len(poison),
+            left_for_later=outcomes.count(None),
         )
-        return [o for o in outcomes if o is not None]
+        return Projected(outcomes, resume_at)
 
     async def consume(self, consumer: AIOKafkaConsumer) -> None:
         """Project batch after batch until cancelled; commit each batch after its writes."""
@@ -214,11 +243,13 @@ class Projector:
         """Project one `getmany` worth of records together, so the read model is read once per
         batch rather than once per partition, then commit what is done. On a retryable failure,
         rewind the unfinished partitions (after committing what is done) and report False."""
-        resume_at: dict[TopicPartition, int] = {}
+        failed = False
         try:
-            await self.project([r for records in batches.values() for r in records])
+            projected = await self.project([r for rs in batches.values() for r in rs])
+            resume_at = projected.resume_at
         except ProjectionInterrupted as interrupted:
             resume_at = interrupted.resume_at
+            failed = True
         commits: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             next_offset = resume_at.get(tp, records[-1].offset + 1)
@@ -236,7 +267,7 @@ class Projector:
                 # A partition moved to another member: it re-reads from the last commit and
                 # the version guard makes the repeat harmless.
                 log.info("projector.commit_lost", error=str(exc))
-        return not resume_at
+        return not failed
 
     def delay_after(self, failures: int) -> float:
         """Back-off before the next try after `failures` consecutive failures (>= 1)."""
@@ -342,9 +373,13 @@ async def rebuild(
                     r for tp, records in batches.items() for r in records if r.offset < end[tp]
                 ]
                 if replayed:
-                    for outcome in await projector.project(replayed):
-                        outcomes[outcome.value] += 1
-                    records_seen += len(replayed)
+                    projected = await projector.project(replayed)
+                    for outcome in projected.outcomes:
+                        if outcome is not None:
+                            outcomes[outcome.value] += 1
+                            records_seen += 1
+                    for tp, offset in projected.resume_at.items():
+                        consumer.seek(tp, offset)
                 if batches:
                     deadline.reschedule(asyncio.get_running_loop().time() + idle_timeout)
                 for tp in list(remaining):

@@ -6,6 +6,7 @@ filters, no transactions, no `$expr`, no aggregation beyond plain finds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -75,7 +76,9 @@ class ReadInvoices:
             return Applied.STALE
         return Applied.STORED
 
-    async def apply_many(self, docs: Sequence[Document]) -> list[Applied]:
+    async def apply_many(
+        self, docs: Sequence[Document], time_budget: float | None = None
+    ) -> list[Applied | None]:
         """Store each invoice's newest version among `docs` unless the stored one is the same or
         newer; answer what happened to each doc, in order (a doc superseded within `docs` is
         STALE). Idempotent and order-safe like `apply`, at a fraction of its cost per doc.
@@ -83,20 +86,27 @@ class ReadInvoices:
         One read of the stored versions for all keys, one `insert_many` for the invoices not
         stored yet, and the guarded `apply` only for those whose stored version is older: on
         FerretDB v1 every guarded write scans the collection, the insert and the read do not.
+        Once `time_budget` seconds have gone by, no more updates are started: the docs from the
+        first one not done onwards are left unwritten and answered None, for the caller to apply
+        later (so a batch need not outlast Kafka's max.poll.interval).
         """
+        started = time.monotonic()
         newest: dict[str, int] = {}  # key -> index in docs of its newest version
         for i, doc in enumerate(docs):
             held = newest.get(doc["_id"])
             if held is None or doc["version"] > docs[held]["version"]:
                 newest[doc["_id"]] = i
-        applied = [Applied.STALE] * len(docs)
+        applied: list[Applied | None] = [Applied.STALE] * len(docs)
         stored = await self.versions(list(newest))
-        inserts: list[int] = []
-        for key, i in newest.items():
-            if key not in stored:
-                inserts.append(i)
-            elif stored[key] < docs[i]["version"]:
-                applied[i] = await self.apply(docs[i])
+        cut = len(docs)  # the docs from here on are left for later
+        older = [i for k, i in newest.items() if k in stored and stored[k] < docs[i]["version"]]
+        for n, i in enumerate(sorted(older)):
+            # At least one update per call, so a batch always makes progress.
+            if n and time_budget is not None and time.monotonic() - started > time_budget:
+                cut = i
+                break
+            applied[i] = await self.apply(docs[i])
+        inserts = [i for k, i in newest.items() if k not in stored and i < cut]
         if inserts:
             try:
                 await self._collection.insert_many([docs[i] for i in inserts], ordered=False)
@@ -108,10 +118,11 @@ class ReadInvoices:
             else:
                 for i in inserts:
                     applied[i] = Applied.STORED
+        applied[cut:] = [None] * (len(docs) - cut)
         return applied
 
     async def _settle(
-        self, docs: Sequence[Document], indexes: list[int], applied: list[Applied]
+        self, docs: Sequence[Document], indexes: list[int], applied: list[Applied | None]
     ) -> None:
         stored = await self.versions([docs[i]["_id"] for i in indexes])
         for i in indexes:

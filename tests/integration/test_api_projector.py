@@ -20,7 +20,7 @@ from services.api.metrics import ApiMetrics
 from services.api.producer import LazyProducer
 from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.readmodel import invoice_key
-from services.api.store import ReadInvoices
+from services.api.store import Applied, ReadInvoices
 from services.common import jsoncodec
 from services.common.mongo import Document
 from services.common.schemas import SCHEMAS_DIR
@@ -251,11 +251,11 @@ class FlakyReadInvoices(ReadInvoices):
         super().__init__(db)
         self.failures = failures
 
-    async def apply_many(self, docs: Sequence[Document]) -> Any:
+    async def apply_many(self, docs: Sequence[Document], time_budget: float | None = None) -> Any:
         if self.failures > 0:
             self.failures -= 1
             raise AutoReconnect("connection reset by test")
-        return await super().apply_many(docs)
+        return await super().apply_many(docs, time_budget)
 
 
 async def test_a_failing_database_delays_the_event_but_never_skips_it(
@@ -482,8 +482,8 @@ class CrashAfterWriting(ReadInvoices):
         super().__init__(db)
         self.written = asyncio.Event()
 
-    async def apply_many(self, docs: Sequence[Document]) -> Any:
-        await super().apply_many(docs)
+    async def apply_many(self, docs: Sequence[Document], time_budget: float | None = None) -> Any:
+        await super().apply_many(docs, time_budget)
         self.written.set()
         await asyncio.Event().wait()  # cancelled here, as a killed process would stop
 
@@ -544,7 +544,7 @@ async def test_invoices_inserted_by_another_writer_meanwhile_are_rechecked(
     applied = await store.apply_many(batch)
 
     # Newer than the other writer's: stored; older: stale; the same version: it is stored.
-    assert [a.value for a in applied] == ["stored", "stale", "stored", "stored"]
+    assert applied == [Applied.STORED, Applied.STALE, Applied.STORED, Applied.STORED]
     rows = {
         row["_id"]: (row["version"], row["by"]) async for row in mongo_db["read_invoices"].find({})
     }
@@ -554,3 +554,35 @@ async def test_invoices_inserted_by_another_writer_meanwhile_are_rechecked(
         invoice_key(REALM, "3"): (2, "other"),
         invoice_key(REALM, "4"): (4, "batch"),
     }
+
+
+async def test_a_batch_out_of_time_leaves_the_rest_for_later_and_counts_each_record_once(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await mongo_db["read_invoices"].insert_many(
+        [{"_id": invoice_key(REALM, str(i)), "version": 1} for i in range(700, 712)]
+    )
+    events = [invoice_event(str(i), 2) for i in range(700, 712)]
+    events += [invoice_event(str(i), 1) for i in range(720, 730)]
+    records = [(event_key(e), jsoncodec.dumpb(e)) for e in events]
+    records.insert(5, (event_key(events[5]), b"{not json"))
+    await produce(settings, records)
+    projector, producer = make_projector(settings, mongo_db)
+    projector.batch_time_budget = 0.0  # one update per batch, the rest left for the next ones
+    task = await start(projector, settings)
+    try:
+        handled = await RunningProjector(projector).wait_handled(len(records))
+        per_partition: dict[int, int] = {}
+        for record in await consume_all(settings, settings.invoice_events_topic, len(records)):
+            per_partition[record.partition] = per_partition.get(record.partition, 0) + 1
+        await eventually(lambda: committed_offsets(settings), lambda o: o == per_partition)
+    finally:
+        await stop(task, producer)
+
+    assert handled == {"stored": 22.0, "stale": 0.0, "dead_lettered": 1.0}
+    rows = {row["_id"]: row["version"] async for row in mongo_db["read_invoices"].find({})}
+    assert rows == {
+        **{invoice_key(REALM, str(i)): 2 for i in range(700, 712)},
+        **{invoice_key(REALM, str(i)): 1 for i in range(720, 730)},
+    }
+    assert len(await consume_all(settings, settings.dead_letter_topic, 1)) == 1
