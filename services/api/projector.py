@@ -1,8 +1,10 @@
 """The projector: InvoiceUpdated events -> the `read_invoices` read model.
 
 Delivery is at least once and partitions may be re-read, so projection is idempotent and
-order-safe: a version is stored only when it is newer than the stored one (`ReadInvoices.apply`).
-An offset is committed only after the write it stands for (DESIGN.md invariant 5). An event that
+order-safe: a version is stored only when it is newer than the stored one
+(`ReadInvoices.apply_many`). Records are projected a `getmany` batch at a time, because on
+FerretDB v1 the cost is per query rather than per event (see `ReadInvoices.apply_many`). An
+offset is committed only after the writes it stands for (DESIGN.md invariant 5). An event that
 can never be projected (not JSON, off-contract, inexact money) goes to the dead-letter topic
 with the reason, and is committed past so one bad record cannot stall its partition; a failing
 database is different: the record is retried, never skipped.
@@ -199,11 +201,9 @@ class Projector:
             except RETRYABLE as exc:
                 log.warning("projector.retrying", offset=record.offset, error=repr(exc))
                 # Every record before the unsent dead letters is done: written or dead-lettered.
+                # (The poison records left are all before any partition's resume point.)
                 unsent = _first_offsets([records[j] for j, _ in poison[n:]])
-                raise ProjectionInterrupted(
-                    {tp: min(resume_at.get(tp, o), o) for tp, o in unsent.items()}
-                    | {tp: o for tp, o in resume_at.items() if tp not in unsent}
-                ) from exc
+                raise ProjectionInterrupted(resume_at | unsent) from exc
             log.warning(
                 "projector.dead_lettered",
                 topic=record.topic,
