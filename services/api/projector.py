@@ -188,22 +188,19 @@ class Projector:
             return tp not in resume_at or record.offset < resume_at[tp]
 
         outcomes: list[Outcome | None] = [None] * len(records)
-        for (i, _), result in zip(valid, applied, strict=True):
-            if result is not None and done(records[i]):
-                outcome = Outcome.STORED if result is Applied.STORED else Outcome.STALE
-                outcomes[i] = outcome
-                self.metrics.events.labels(outcome.value).inc()
-        poison = [(i, rejected) for i, rejected in poison if done(records[i])]
-        for n, (i, rejected) in enumerate(poison):
+        failure: BaseException | None = None
+        for n, (i, rejected) in enumerate(p for p in poison if done(records[p[0]])):
             record = records[i]
             try:
                 await self.dead_letters.send(record, rejected)
             except RETRYABLE as exc:
                 log.warning("projector.retrying", offset=record.offset, error=repr(exc))
-                # Every record before the unsent dead letters is done: written or dead-lettered.
-                # (The poison records left are all before any partition's resume point.)
-                unsent = _first_offsets([records[j] for j, _ in poison[n:]])
-                raise ProjectionInterrupted(resume_at | unsent) from exc
+                # Done: every record before the first unsent dead letter of its partition (the
+                # poison records left are all before any partition's resume point).
+                unsent = [records[j] for j, _ in poison if done(records[j])][n:]
+                resume_at = resume_at | _first_offsets(unsent)
+                failure = exc
+                break
             log.warning(
                 "projector.dead_lettered",
                 topic=record.topic,
@@ -213,12 +210,20 @@ class Projector:
                 error_type=rejected.error_type,
             )
             outcomes[i] = Outcome.DEAD_LETTERED
-            self.metrics.events.labels(Outcome.DEAD_LETTERED.value).inc()
+        # Counted once each: a record left for later is counted when it is read again.
+        for (i, _), result in zip(valid, applied, strict=True):
+            if result is not None and done(records[i]):
+                outcomes[i] = Outcome.STORED if result is Applied.STORED else Outcome.STALE
+        for outcome in outcomes:
+            if outcome is not None:
+                self.metrics.events.labels(outcome.value).inc()
+        if failure is not None:
+            raise ProjectionInterrupted(resume_at) from failure
         log.debug(
             "projector.projected",
             records=len(records),
             stored=outcomes.count(Outcome.STORED),
-            dead_lettered=len(poison),
+            dead_lettered=outcomes.count(Outcome.DEAD_LETTERED),
             left_for_later=outcomes.count(None),
         )
         return Projected(outcomes, resume_at)
