@@ -21,7 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.messages import Command
 from services.common.money import to_micros
-from services.common.mongo import Document, IndexSpec
+from services.common.mongo import Document, IndexSpec, find_by_ids
 from services.sync.quickbooks.mapping import InvoiceRecord
 
 log = structlog.get_logger(__name__)
@@ -35,11 +35,6 @@ INDEXES = [
 ]
 
 Clock = Callable[[], datetime]
-
-# FerretDB v1 answers a filter that is exactly `{_id: value}` without decoding every document
-# of the collection (~70 µs each); any other filter, `$in` included, decodes them all. Up to
-# this many keys, one `_id` query per key is the cheaper read; MongoDB uses its index either way.
-FEW_KEYS = 8
 
 HELD_FIELDS: Document = {
     "version": 1,
@@ -260,7 +255,7 @@ class InvoiceStore:
         }
 
     async def get_many(self, keys: Iterable[str]) -> list[Document]:
-        return await self._find_keys(list(keys), {"raw_json": 0})
+        return await find_by_ids(self._invoices, list(keys), {"raw_json": 0})
 
     async def customer_versions(self, realm_id: str, qbo_customer_id: str) -> StoredVersions:
         cursor = self._invoices.find(
@@ -269,13 +264,7 @@ class InvoiceStore:
         return StoredVersions({d["_id"]: Held.of(d) async for d in cursor})
 
     async def _held(self, keys: list[str]) -> dict[str, Held]:
-        return {d["_id"]: Held.of(d) for d in await self._find_keys(keys, HELD_FIELDS)}
-
-    async def _find_keys(self, keys: list[str], projection: Document) -> list[Document]:
-        if len(keys) <= FEW_KEYS:
-            found = [await self._invoices.find_one({"_id": k}, projection) for k in keys]
-            return [d for d in found if d is not None]
-        return [d async for d in self._invoices.find({"_id": {"$in": keys}}, projection)]
+        return {d["_id"]: Held.of(d) for d in await find_by_ids(self._invoices, keys, HELD_FIELDS)}
 
     async def keys_for_customer(self, realm_id: str, qbo_customer_id: str) -> list[str]:
         cursor = self._invoices.find(

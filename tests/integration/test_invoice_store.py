@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.mongo import Document
+from services.common.mongo import FEW_KEYS, Document
 from services.sync.quickbooks.mapping import InvoiceRecord, invoice_record
-from services.sync.store import FEW_KEYS, InvoiceStore
+from services.sync.store import InvoiceStore
 
 pytestmark = pytest.mark.integration
 
