@@ -16,6 +16,11 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# What `make run` and `make bench` connect to: the local infrastructure on the ports infra.sh
+# uses (QBO_KAFKA_PORT, QBO_MONGO_PORT), unless KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI say otherwise.
+LOCAL_ENDPOINTS := KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${QBO_KAFKA_PORT:-9092}}" \
+	MONGODB_URI="$${MONGODB_URI:-mongodb://127.0.0.1:$${QBO_MONGO_PORT:-27017}/}"
+
 infra-up:
 	@deploy/local/infra.sh up
 
@@ -30,7 +35,7 @@ infra-reset:
 
 ## make run: infrastructure + QBO emulator + services, in the foreground (Ctrl-C stops them).
 run: install infra-up
-	@deploy/local/run.sh
+	@$(LOCAL_ENDPOINTS) deploy/local/run.sh
 
 ## make test: lint, then the whole suite against real Kafka, FerretDB and the emulator.
 test: install infra-up lint
@@ -45,7 +50,7 @@ integration: install infra-up
 ## make bench: the benchmark figures as a table (also .local/bench/results.json); sizes with
 ## ARGS, e.g. make bench ARGS="--invoices 10000".
 bench: install infra-up
-	$(PY) -m bench $(ARGS)
+	$(LOCAL_ENDPOINTS) $(PY) -m bench $(ARGS)
 
 ## make chaos: the fault suite on a Kafka + FerretDB of its own (ports 19192/19193/27217);
 ## exits non-zero if an invoice was lost, duplicated or stale. ARGS="--seed N" replays a run.
