@@ -39,6 +39,8 @@ class Actions:
     log: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     last_change: float = 0.0  # wall-clock time of the last change made in QuickBooks
+    restarted: dict[str, float] = field(default_factory=dict)  # kafka/ferretdb -> back after s
+    kills_planned: int = 0
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -107,6 +109,8 @@ class Actions:
     async def chaos(self, event: str) -> None:
         name, _, arg = event.partition(":")
         down_for = self.rng.uniform(0.5, 3.0)
+        if name in ("kill_worker", "kill_api"):
+            self.kills_planned += 1
         if name == "kill_worker":
             self.note(f"SIGKILL {self.workers[int(arg)]} (back in {down_for:.1f} s)")
             await self.supervisor.kill(self.workers[int(arg)], down_for)
@@ -123,4 +127,5 @@ class Actions:
                 self.note(f"SIGKILL {target} (restart after {down_for:.1f} s)")
                 began = time.monotonic()
                 await self.instance.crash_and_restart(target, down_for)
-                self.note(f"{target} back after {time.monotonic() - began:.1f} s")
+                self.restarted[target] = time.monotonic() - began
+                self.note(f"{target} back after {self.restarted[target]:.1f} s")

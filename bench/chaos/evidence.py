@@ -91,6 +91,8 @@ async def account(
     fired: dict[str, int],
     children: list[Child],
     ledger: Ledger,
+    restarted: dict[str, float],
+    kills_planned: int,
 ) -> None:
     """What happened along the way: faults, kills, crashes, commands, dead letters."""
     stats = await admin.stats()
@@ -102,7 +104,18 @@ async def account(
         report.add(section, f"  {kind}", count)
     report.add(section, "webhook deliveries dropped", int(stats["webhooks"]["dropped"]))
     report.add(section, "QuickBooks changes (update/void/delete/create)", ledger.changes)
-    report.add(section, "processes SIGKILLed", sum(c.kills for c in children))
+    report.add(section, "sync worker and api SIGKILLs planned", kills_planned)
+    # A kill that finds its process already down (killed just before, or exited while Kafka
+    # was away) is not counted as one.
+    report.add(section, "  of which hit a running process", sum(c.kills for c in children))
+    for target in ("kafka", "ferretdb"):
+        back = restarted.get(target)
+        report.add(
+            section,
+            f"{target} SIGKILLed, back after",
+            "not restarted" if back is None else round(back, 1),
+            "" if back is None else "s",
+        )
     section = "how it coped"
     report.add(section, "unplanned process exits (restarted)", sum(supervisor.crashes.values()))
     statuses: dict[str, int] = {}

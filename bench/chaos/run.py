@@ -128,7 +128,18 @@ async def run_chaos(options: ChaosOptions, base: Settings) -> tuple[Report, Audi
             result = await _quiesce_and_audit(actions, options, settings, db, admin, ledger)
             report.add("run", "quiesce + audit", time.monotonic() - quiet_began, "s")
             report.details["diagnosis"] = await diagnose(settings, db, result)
-            await account(report, settings, db, admin, supervisor, fired, children, ledger)
+            await account(
+                report,
+                settings,
+                db,
+                admin,
+                supervisor,
+                fired,
+                children,
+                ledger,
+                actions.restarted,
+                actions.kills_planned,
+            )
             report.details["timeline"] = actions.log
     except BaseException:
         print(stack.logs_tail())
