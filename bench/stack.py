@@ -41,20 +41,28 @@ def run_settings(
     )
 
 
+def infra_env(settings: Settings) -> dict[str, str]:
+    """Environment variables (named after Settings fields) for the Kafka and MongoDB parts of
+    `settings`: servers, database, topics, partitions and consumer groups."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MONGODB_URI": settings.mongodb_uri,
+        "MONGODB_DATABASE": settings.mongodb_database,
+        "COMMANDS_TOPIC": settings.commands_topic,
+        "INVOICE_EVENTS_TOPIC": settings.invoice_events_topic,
+        "DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "COMMANDS_PARTITIONS": str(settings.commands_partitions),
+        "EVENTS_PARTITIONS": str(settings.events_partitions),
+        "SYNC_CONSUMER_GROUP": settings.sync_consumer_group,
+        "PROJECTOR_CONSUMER_GROUP": settings.projector_consumer_group,
+    }
+
+
 def service_env(settings: Settings, emulator_url: str, sync_url: str) -> dict[str, str]:
     """Environment variables (named after Settings fields) that make a child use `settings`."""
     return child_env(
         {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MONGODB_URI": settings.mongodb_uri,
-            "MONGODB_DATABASE": settings.mongodb_database,
-            "COMMANDS_TOPIC": settings.commands_topic,
-            "INVOICE_EVENTS_TOPIC": settings.invoice_events_topic,
-            "DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-            "COMMANDS_PARTITIONS": str(settings.commands_partitions),
-            "EVENTS_PARTITIONS": str(settings.events_partitions),
-            "SYNC_CONSUMER_GROUP": settings.sync_consumer_group,
-            "PROJECTOR_CONSUMER_GROUP": settings.projector_consumer_group,
+            **infra_env(settings),
             "QBO_API_BASE_URL": emulator_url,
             "QBO_OAUTH_AUTHORIZE_URL": f"{emulator_url}/connect/oauth2",
             "QBO_OAUTH_TOKEN_URL": f"{emulator_url}/oauth2/v1/tokens/bearer",
@@ -161,7 +169,8 @@ async def create_topics(settings: Settings) -> None:
 
 
 async def remove_run_data(settings: Settings) -> None:
-    """Delete the run's topics and database (its figures are already written)."""
+    """Delete the run's topics and database (a benchmark's figures are already written by
+    then; the test fixtures use this too)."""
     await delete_topics(settings.kafka_bootstrap_servers, [t.name for t in topics_for(settings)])
     client = make_client(settings.mongodb_uri)
     try:

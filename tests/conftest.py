@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.kafka import delete_topics, ensure_topics, topics_for
+from bench.stack import create_topics, remove_run_data
 from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 from tests.infra import Endpoints, resolve_endpoints
@@ -41,14 +41,9 @@ async def settings(endpoints: Endpoints, test_id: str) -> AsyncIterator[Settings
         commands_partitions=3,
         events_partitions=3,
     )
-    await ensure_topics(s.kafka_bootstrap_servers, topics_for(s))
+    await create_topics(s)
     yield s
-    await delete_topics(s.kafka_bootstrap_servers, [t.name for t in topics_for(s)])
-    client = make_client(s.mongodb_uri)
-    try:
-        await client.drop_database(s.mongodb_database)
-    finally:
-        await client.close()
+    await remove_run_data(s)
 
 
 @pytest.fixture

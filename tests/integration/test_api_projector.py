@@ -4,7 +4,6 @@ in, `read_invoices` out, idempotent, order-safe, poison events dead-lettered, re
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +16,8 @@ from aiokafka.errors import KafkaConnectionError
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
+from bench.procs import child_env
+from bench.stack import infra_env
 from services.api.metrics import ApiMetrics
 from services.api.producer import LazyProducer
 from services.api.projector import DeadLetters, Projector, run_projector
@@ -277,19 +278,7 @@ async def test_a_failing_database_delays_the_event_but_never_skips_it(
 
 
 def subprocess_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MONGODB_URI": settings.mongodb_uri,
-        "MONGODB_DATABASE": settings.mongodb_database,
-        "COMMANDS_TOPIC": settings.commands_topic,
-        "INVOICE_EVENTS_TOPIC": settings.invoice_events_topic,
-        "DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-        "PROJECTOR_CONSUMER_GROUP": settings.projector_consumer_group,
-        "EVENTS_PARTITIONS": str(settings.events_partitions),
-        "COMMANDS_PARTITIONS": str(settings.commands_partitions),
-        "LOG_LEVEL": "WARNING",
-    }
+    return child_env({**infra_env(settings), "LOG_LEVEL": "WARNING"})
 
 
 async def test_rebuild_drops_the_read_model_and_replays_the_topic_from_the_start(
