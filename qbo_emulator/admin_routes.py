@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from qbo_emulator import intuit_errors, jsonenc
-from qbo_emulator.books import CUSTOMER, INVOICE, BooksError, NotFoundError
+from qbo_emulator.books import CUSTOMER, INVOICE, PAYMENT, BooksError, NotFoundError
 from qbo_emulator.faults import FaultConfigError, FaultRule
 from qbo_emulator.intuit_errors import json_response
 from qbo_emulator.keys import STATE_KEY
@@ -39,6 +39,7 @@ def setup(app: web.Application) -> None:
     r.add_post(realm + "/invoices/{entity_id}", _wrap(update_invoice))
     r.add_post(realm + "/invoices/{entity_id}/void", _wrap(void_invoice))
     r.add_delete(realm + "/invoices/{entity_id}", _wrap(delete_invoice))
+    r.add_post(realm + "/payments", _wrap(create_payment))
     r.add_post(realm + "/seed", _wrap(seed))
     r.add_get(PREFIX + "/faults", get_faults)
     r.add_post(PREFIX + "/faults", _wrap(set_faults))
@@ -127,6 +128,13 @@ async def create_invoice(request: web.Request) -> web.Response:
     fields = _unwrap(await _body(request), INVOICE)
     created = state.create_invoice(request.match_info["realm_id"], fields)
     return json_response({INVOICE: created}, status=201)
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    fields = _unwrap(await _body(request), PAYMENT)
+    created = state.create_payment(request.match_info["realm_id"], fields)
+    return json_response({PAYMENT: created}, status=201)
 
 
 async def get_invoice(request: web.Request) -> web.Response:

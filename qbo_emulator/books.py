@@ -29,13 +29,15 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
+from qbo_emulator import shapes
 from qbo_emulator.timeutil import company_date, format_entity_time
 
 Entity = dict[str, Any]
 
 CUSTOMER = "Customer"
 INVOICE = "Invoice"
-ENTITY_TYPES: tuple[str, ...] = (CUSTOMER, INVOICE)
+PAYMENT = "Payment"
+ENTITY_TYPES: tuple[str, ...] = (CUSTOMER, INVOICE, PAYMENT)
 
 ZERO = Decimal("0")
 USD: Mapping[str, str] = {"value": "USD", "name": "United States Dollar"}
@@ -212,12 +214,13 @@ class RealmBooks:
         self._change_clock = change_clock
         self._listener = listener
         self._time_text = _TimeText()
-        self.entities: dict[str, dict[str, Stored]] = {CUSTOMER: {}, INVOICE: {}}
-        self._next_id: dict[str, int] = {CUSTOMER: 1, INVOICE: 1}
+        self.entities: dict[str, dict[str, Stored]] = {e: {} for e in ENTITY_TYPES}
+        self._next_id: dict[str, int] = {e: 1 for e in ENTITY_TYPES}
+        self._next_address_id = 1
         self._names: dict[str, str] = {}  # casefolded DisplayName -> customer Id
         self.invoices_by_customer: dict[str, dict[str, None]] = {}
-        self._deleted: dict[str, dict[str, float]] = {CUSTOMER: {}, INVOICE: {}}
-        self._latest_seq: dict[str, dict[str, int]] = {CUSTOMER: {}, INVOICE: {}}
+        self._deleted: dict[str, dict[str, float]] = {e: {} for e in ENTITY_TYPES}
+        self._latest_seq: dict[str, dict[str, int]] = {e: {} for e in ENTITY_TYPES}
         self._log: list[Change] = []
         self._log_ts: list[float] = []
         self._values_cache: dict[str, list[Stored]] = {}
@@ -379,6 +382,10 @@ class RealmBooks:
             data["PrimaryEmailAddr"] = {"Address": str(email["Address"])}
         elif isinstance(email, str) and email:
             data["PrimaryEmailAddr"] = {"Address": email}
+        for address_field in ("BillAddr", "ShipAddr"):
+            given_address = fields.get(address_field)
+            if isinstance(given_address, Mapping):
+                data[address_field] = shapes.address(self._allocate_address_id(), given_address)
         data.update(
             {
                 "Active": bool(fields.get("Active", True)),
@@ -389,6 +396,7 @@ class RealmBooks:
                 "BalanceWithJobs": ZERO,
                 "CurrencyRef": dict(USD),
                 "PreferredDeliveryMethod": "Print",
+                "IsProject": False,
                 "domain": "QBO",
                 "sparse": False,
                 "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
@@ -446,6 +454,8 @@ class RealmBooks:
         elif total != old_total:
             paid = old_total - old_balance
             data["Balance"] = max(total - paid, ZERO)
+        _delivery(data, self._clock())
+        shapes.set_home_amounts(data)
         ts, seq = self._change_clock.tick()
         self._bump(data, stored, ts)
         new_customer = data["CustomerRef"]["value"]
@@ -470,6 +480,7 @@ class RealmBooks:
         data["TotalAmt"] = ZERO
         data["Balance"] = ZERO
         data["PrivateNote"] = "Voided"
+        shapes.set_home_amounts(data)
         if isinstance(data.get("TxnTaxDetail"), dict):
             data["TxnTaxDetail"]["TotalTax"] = ZERO
         ts, seq = self._change_clock.tick()
@@ -491,6 +502,78 @@ class RealmBooks:
         self._deleted[INVOICE][data["Id"]] = ts
         self._record(Change(seq, ts, INVOICE, data["Id"], "Delete"), notify)
         return {"Id": data["Id"], "status": "Deleted", "domain": "QBO"}
+
+    # --------------------------------------------------------------- payments
+    def create_payment(self, fields: Mapping[str, Any], notify: bool = True) -> Entity:
+        """Receive a payment and apply it to invoices, as QBO's "Receive payment" does.
+
+        ``fields``: ``CustomerRef``, ``TotalAmt`` and ``Line`` as Intuit takes them
+        (``[{"Amount": .., "LinkedTxn": [{"TxnId": invoice id, "TxnType": "Invoice"}]}]``).
+        Each invoice paid drops its ``Balance``, links the payment in ``LinkedTxn`` and
+        gets a new ``SyncToken``; what is not applied stays as ``UnappliedAmt``.
+        """
+        customer = self._customer_ref(fields)
+        customer_id = customer.data["Id"]
+        applied: list[tuple[Stored, Decimal]] = []
+        for raw in fields.get("Line") or []:
+            if not isinstance(raw, Mapping):
+                raise _invalid("Line", "each Line must be an object")
+            amount = to_decimal(raw.get("Amount"), "Line.Amount")
+            links = raw.get("LinkedTxn") or []
+            target = next(
+                (x for x in links if isinstance(x, Mapping) and x.get("TxnType") == "Invoice"),
+                None,
+            )
+            if target is None:
+                raise _required("Line.LinkedTxn")
+            invoice = self.get_stored(INVOICE, str(target.get("TxnId")))
+            if invoice.data["CustomerRef"]["value"] != customer_id:
+                raise _invalid("LinkedTxn", "the invoice belongs to another customer")
+            if amount <= ZERO or amount > invoice.data["Balance"]:
+                raise _invalid("Line.Amount", "amount must be positive and within the balance")
+            applied.append((invoice, amount))
+        applied_total = sum((amount for _, amount in applied), ZERO)
+        total = to_decimal(fields.get("TotalAmt", applied_total), "TotalAmt")
+        if total < applied_total:
+            raise _invalid("TotalAmt", "TotalAmt is less than the amounts applied")
+        ts, seq = self._change_clock.tick()
+        entity_id = self._allocate_id(PAYMENT)
+        stamp = self._time_text(ts)
+        txn_date = (
+            _date_text(fields["TxnDate"], "TxnDate")
+            if "TxnDate" in fields
+            else company_date(self._clock()).isoformat()
+        )
+        payment: Entity = {
+            "CustomerRef": _ref(customer),
+            "DepositToAccountRef": dict(shapes.UNDEPOSITED_FUNDS),
+            "TotalAmt": total,
+            "UnappliedAmt": total - applied_total,
+            "ProcessPayment": False,
+            "domain": "QBO",
+            "sparse": False,
+            "Id": entity_id,
+            "SyncToken": "0",
+            "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
+            "TxnDate": txn_date,
+            "CurrencyRef": dict(USD),
+            "Line": [
+                shapes.payment_line(invoice.data, amount, invoice.data["Balance"])
+                for invoice, amount in applied
+            ],
+        }
+        self._insert(PAYMENT, entity_id, payment, ts)
+        self._record(Change(seq, ts, PAYMENT, entity_id, "Create"), notify)
+        for invoice, amount in applied:
+            data = copy.deepcopy(invoice.data)
+            data["Balance"] = data["Balance"] - amount
+            shapes.link(data, entity_id, "Payment")
+            shapes.set_home_amounts(data)
+            inv_ts, inv_seq = self._change_clock.tick()
+            self._bump(data, invoice, inv_ts)
+            self._adjust_balance(customer_id, -amount)
+            self._record(Change(inv_seq, inv_ts, INVOICE, data["Id"], "Update"), notify)
+        return copy.deepcopy(payment)
 
     def _customer_ref(self, fields: Mapping[str, Any]) -> Stored:
         ref = fields.get("CustomerRef")
@@ -531,32 +614,39 @@ class RealmBooks:
         )
         doc_number = fields.get("DocNumber")
         stamp = self._time_text(ts)
-        data: Entity = {
-            "Id": entity_id,
-            "SyncToken": "0",
-            "DocNumber": str(doc_number) if doc_number is not None else str(1000 + int(entity_id)),
-            "TxnDate": txn_date,
-            "DueDate": due_date,
-            "CustomerRef": _ref(customer),
-            "CurrencyRef": dict(USD),
-            "Line": lines,
-            "TxnTaxDetail": {"TotalTax": ZERO},
-            "TotalAmt": total,
-            "Balance": balance,
-            "Deposit": ZERO,
-            "ApplyTaxAfterDiscount": False,
-            "EmailStatus": str(fields.get("EmailStatus", "NotSet")),
-            "PrintStatus": str(fields.get("PrintStatus", "NotSet")),
-            "LinkedTxn": [],
-            "domain": "QBO",
-            "sparse": False,
-            "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
-        }
+        data: Entity = shapes.invoice_defaults(customer.data)
+        data.update(
+            {
+                "Id": entity_id,
+                "SyncToken": "0",
+                "DocNumber": str(doc_number)
+                if doc_number is not None
+                else str(1000 + int(entity_id)),
+                "TxnDate": txn_date,
+                "DueDate": due_date,
+                "CustomerRef": _ref(customer),
+                "CurrencyRef": dict(USD),
+                "Line": lines,
+                "TxnTaxDetail": {"TotalTax": ZERO},
+                "TotalAmt": total,
+                "Balance": balance,
+                "Deposit": ZERO,
+                "ApplyTaxAfterDiscount": False,
+                "EmailStatus": str(fields.get("EmailStatus", "NotSet")),
+                "PrintStatus": str(fields.get("PrintStatus", "NotSet")),
+                "LinkedTxn": [],
+                "domain": "QBO",
+                "sparse": False,
+                "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
+            }
+        )
         handled = {"Line", "TotalAmt", "Balance", "TxnDate", "DueDate", "DocNumber", "CustomerRef"}
         for key, value in fields.items():
             if key in handled or key in _READ_ONLY:
                 continue
             data[key] = copy.deepcopy(value)
+        _delivery(data, self._clock())
+        shapes.set_home_amounts(data)
         return data
 
     # ---------------------------------------------------------------- seeding
@@ -586,8 +676,21 @@ class RealmBooks:
             while name.casefold() in self._names:
                 name = f"{base} ({suffix})"
                 suffix += 1
+            address = {
+                "Line1": f"{100 + index} Main Street",
+                "City": "Mountain View",
+                "CountrySubDivisionCode": "CA",
+                "PostalCode": "94043",
+            }
             created = self.create_customer(
-                {"DisplayName": name, "CompanyName": name}, notify=notify
+                {
+                    "DisplayName": name,
+                    "CompanyName": name,
+                    "PrimaryEmailAddr": {"Address": f"accounts{index + 1}@example.com"},
+                    "BillAddr": address,
+                    "ShipAddr": address,
+                },
+                notify=notify,
             )
             created_customers.append(created["Id"])
         if invoices_per_customer == 0 or not created_customers:
@@ -627,6 +730,8 @@ class RealmBooks:
         for customer_id in customer_ids:
             customer = customers_store[customer_id].data
             ref = {"value": customer_id, "name": customer["DisplayName"]}
+            # Shared between the customer's invoices: every write deep-copies first.
+            header = shapes.invoice_defaults(customer)
             bucket = by_customer.setdefault(customer_id, {})
             balance_sum = ZERO
             for k in range(per_customer):
@@ -636,6 +741,7 @@ class RealmBooks:
                 stamp = time_text(ts)
                 txn_date, due_date = dates[k % 60]
                 data: Entity = {
+                    **header,
                     "Id": entity_id,
                     "SyncToken": "0",
                     "DocNumber": str(1000 + next_id),
@@ -674,6 +780,11 @@ class RealmBooks:
         return made
 
     # --------------------------------------------------------------- plumbing
+    def _allocate_address_id(self) -> str:
+        address_id = self._next_address_id
+        self._next_address_id += 1
+        return str(address_id)
+
     def _allocate_id(self, entity: str) -> str:
         entity_id = self._next_id[entity]
         self._next_id[entity] = entity_id + 1
@@ -716,6 +827,12 @@ class RealmBooks:
             self._listener(self.realm_id, change)
 
 
+def _delivery(invoice: Entity, now: float) -> None:
+    """QBO records when an invoice was emailed; it has no ``DeliveryInfo`` before that."""
+    if invoice.get("EmailStatus") == "EmailSent" and "DeliveryInfo" not in invoice:
+        invoice["DeliveryInfo"] = {"DeliveryType": "Email", "DeliveryTime": format_entity_time(now)}
+
+
 def _ref(customer: Stored) -> dict[str, str]:
     return {"value": customer.data["Id"], "name": customer.data["DisplayName"]}
 
@@ -734,9 +851,15 @@ def _default_lines(total: Decimal) -> list[Entity]:
         {
             "Id": "1",
             "LineNum": 1,
+            "Description": DEFAULT_ITEM["name"],
             "Amount": total,
             "DetailType": "SalesItemLineDetail",
-            "SalesItemLineDetail": {"ItemRef": dict(DEFAULT_ITEM), "Qty": 1, "UnitPrice": total},
+            "SalesItemLineDetail": {
+                "ItemRef": dict(DEFAULT_ITEM),
+                "Qty": 1,
+                "UnitPrice": total,
+                "TaxCodeRef": dict(shapes.NON_TAXABLE),
+            },
         },
         {"Amount": total, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}},
     ]
@@ -771,6 +894,8 @@ def _normalise_lines(raw: object) -> tuple[list[Entity], Decimal]:
         else:
             raise _required("Line.Amount")
         line["Amount"] = amount
+        if detail_type == "SalesItemLineDetail":
+            shapes.sales_line_defaults(line)
         number = len(lines) + 1
         line["Id"] = str(number)
         line["LineNum"] = number

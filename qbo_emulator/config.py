@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import cast
+
+from qbo_emulator.intuit_errors import FAULT_STYLES, FaultStyle
 
 ENV_PREFIX = "QBO_EMULATOR_"
 
@@ -39,6 +42,16 @@ class EmulatorConfig:
     throttle_per_minute: int = 500
     default_realm_id: str = "9130350000000001"
     rotate_refresh_tokens: bool = True
+    #: Shape of 401/403 bodies: ``json``, ``json_lowercase`` or ``xml`` (see intuit_errors).
+    auth_fault_style: str = "json"
+
+    def __post_init__(self) -> None:
+        if self.auth_fault_style not in FAULT_STYLES:
+            raise ValueError(f"auth_fault_style must be one of {sorted(FAULT_STYLES)}")
+
+    @property
+    def auth_style(self) -> FaultStyle:
+        return cast(FaultStyle, self.auth_fault_style)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EmulatorConfig:

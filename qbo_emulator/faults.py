@@ -6,12 +6,18 @@ next ``times`` matches and/or with a ``probability`` drawn from a seeded RNG
 
 * ``401`` - an expired-token fault, exactly what Intuit sends when an access
   token lapses mid-flight;
+* ``403`` - Intuit's ``AuthorizationFailed`` (3100);
 * ``429`` - the throttle XML, with ``Retry-After`` when ``retry_after`` is set;
 * ``500`` - a ``SystemFault`` JSON body;
 * ``503`` - an HTML gateway page (not JSON: clients must cope);
 * ``slow`` - wait ``delay_s`` then answer normally;
 * ``malformed_json`` - 200 with a truncated JSON body;
 * ``drop_connection`` - close the socket without any response.
+
+``body`` picks the shape of a ``401``/``403`` body, since Intuit's gateway sends
+all three: ``json`` (capitalised ``Fault``), ``json_lowercase`` (``fault`` with an
+integer ``time``) or ``xml`` (``<IntuitResponse>``, code 100 for a 401); without it
+the emulator's ``auth_fault_style`` setting applies.
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
-FAULT_KINDS = frozenset({"401", "429", "500", "503", "slow", "malformed_json", "drop_connection"})
+from qbo_emulator.intuit_errors import FAULT_STYLES, FaultStyle
+
+FAULT_KINDS = frozenset(
+    {"401", "403", "429", "500", "503", "slow", "malformed_json", "drop_connection"}
+)
 
 
 class FaultConfigError(ValueError):
@@ -37,6 +47,7 @@ class FaultRule:
     probability: float | None = None
     delay_s: float = 1.0
     retry_after: int | None = None
+    body: FaultStyle | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FaultRule:
@@ -54,6 +65,9 @@ class FaultRule:
             raise FaultConfigError("times must be >= 0")
         if probability is not None and not 0.0 <= probability <= 1.0:
             raise FaultConfigError("probability must be within [0, 1]")
+        body = raw.get("body")
+        if body is not None and body not in FAULT_STYLES:
+            raise FaultConfigError(f"unknown body {body!r}; use one of {sorted(FAULT_STYLES)}")
         path = raw.get("path_contains")
         realm = raw.get("realm_id")
         return cls(
@@ -64,6 +78,7 @@ class FaultRule:
             probability=probability,
             delay_s=delay_s,
             retry_after=retry_after,
+            body=cast(FaultStyle | None, body),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ async def intuit_middleware(request: web.Request, handler: Handler) -> web.Strea
             if not decision.allowed:
                 state.stats.record_throttled(realm_id)
                 response: web.StreamResponse = intuit_errors.throttle_response(
-                    decision.reason, state.clock(), decision.retry_after
+                    state.clock(), decision.retry_after
                 )
                 response.headers[TID_HEADER] = tid
                 return response
@@ -84,11 +84,12 @@ async def _fault_response(
 ) -> web.StreamResponse:
     now = state.clock()
     if rule.kind == "401":
-        return intuit_errors.json_response(
-            intuit_errors.authentication_fault("Token expired: injected fault", now), status=401
-        )
+        style = rule.body or state.config.auth_style
+        return intuit_errors.authentication_response("Token expired: injected fault", now, style)
+    if rule.kind == "403":
+        return intuit_errors.authorization_response(now, rule.body or state.config.auth_style)
     if rule.kind == "429":
-        return intuit_errors.throttle_response("Injected throttle fault", now, rule.retry_after)
+        return intuit_errors.throttle_response(now, rule.retry_after)
     if rule.kind == "500":
         return intuit_errors.json_response(intuit_errors.system_fault(now), status=500)
     if rule.kind == "503":

@@ -20,7 +20,11 @@ DEFAULT_MAX_RESULTS = 100
 Literal = str | Decimal | int | bool
 
 #: Entity names accepted after FROM, keyed by lower case.
-KNOWN_ENTITIES: dict[str, str] = {"invoice": "Invoice", "customer": "Customer"}
+KNOWN_ENTITIES: dict[str, str] = {
+    "invoice": "Invoice",
+    "customer": "Customer",
+    "payment": "Payment",
+}
 
 COMPARISON_OPS = ("=", "<", ">", "<=", ">=")
 

@@ -21,7 +21,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from qbo_emulator.books import CUSTOMER, INVOICE, Entity, RealmBooks, Stored
+from qbo_emulator.books import CUSTOMER, INVOICE, PAYMENT, Entity, RealmBooks, Stored
 from qbo_emulator.query import Condition, Literal, Query, QueryValidationError, like_to_regex
 from qbo_emulator.timeutil import parse_datetime
 
@@ -53,6 +53,16 @@ _FIELDS: dict[str, dict[str, tuple[str, str]]] = {
         "primaryemailaddr": ("PrimaryEmailAddr", "email"),
         "active": ("Active", "bool"),
         "balance": ("Balance", "num"),
+        "synctoken": ("SyncToken", "id"),
+        "metadata.createtime": ("MetaData.CreateTime", "created"),
+        "metadata.lastupdatedtime": ("MetaData.LastUpdatedTime", "updated"),
+    },
+    PAYMENT: {
+        "id": ("Id", "id"),
+        "txndate": ("TxnDate", "date"),
+        "customerref": ("CustomerRef", "ref"),
+        "customerref.value": ("CustomerRef", "ref"),
+        "totalamt": ("TotalAmt", "num"),
         "synctoken": ("SyncToken", "id"),
         "metadata.createtime": ("MetaData.CreateTime", "created"),
         "metadata.lastupdatedtime": ("MetaData.LastUpdatedTime", "updated"),

@@ -96,6 +96,9 @@ class EmulatorState:
     def delete_invoice(self, realm_id: str, invoice_id: str) -> Entity:
         return self.realm(realm_id).delete_invoice(str(invoice_id))
 
+    def create_payment(self, realm_id: str, fields: Mapping[str, Any]) -> Entity:
+        return self.realm(realm_id).create_payment(fields)
+
     def get_invoice(self, realm_id: str, invoice_id: str) -> Entity:
         return self.realm(realm_id).get(INVOICE, str(invoice_id))
 

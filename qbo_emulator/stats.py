@@ -16,6 +16,8 @@ class Stats:
         self.token_calls: dict[str, Counter[str]] = {}
         self.throttled: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        #: ``minorversion`` values clients sent ("missing" when absent); all are served.
+        self.minor_versions: Counter[str] = Counter()
 
     def record_request(self, realm_id: str | None, endpoint: str) -> None:
         self.requests.setdefault(realm_id or UNKNOWN_REALM, Counter())[endpoint] += 1
@@ -26,6 +28,9 @@ class Stats:
 
     def record_throttled(self, realm_id: str) -> None:
         self.throttled[realm_id] += 1
+
+    def record_minor_version(self, asked: str | None) -> None:
+        self.minor_versions["missing" if asked is None else asked] += 1
 
     def record_fault(self, kind: str) -> None:
         self.faults[kind] += 1
@@ -63,4 +68,5 @@ class Stats:
             },
             "token_calls_total": self.token_call_count(),
             "faults": dict(self.faults),
+            "minor_versions": dict(self.minor_versions),
         }

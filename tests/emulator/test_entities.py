@@ -66,12 +66,14 @@ async def test_invoice_shape_with_computed_line(
     assert sales == {
         "Id": "1",
         "LineNum": 1,
+        "Description": "Services",
         "Amount": Decimal("250.00"),
         "DetailType": "SalesItemLineDetail",
         "SalesItemLineDetail": {
             "ItemRef": {"value": "1", "name": "Services"},
             "Qty": 1,
             "UnitPrice": Decimal("250.00"),
+            "TaxCodeRef": {"value": "NON"},
         },
     }
     assert subtotal == {

@@ -227,20 +227,22 @@ async def test_unknown_property_is_rejected(
     assert body["Fault"]["Error"][0]["code"] == "4001"
 
 
-async def test_minorversion_required_and_at_least_75(
+async def test_missing_or_retired_minorversion_is_served_as_75(
     emu: RunningEmulator, session: aiohttp.ClientSession, token: str
 ) -> None:
+    """Intuit serves minor versions 1-74, and none at all, as 75 instead of refusing them."""
+    emu.state.create_customer(REALM, {"DisplayName": "Acme"})
     url = emu.url(f"/v3/company/{REALM}/query")
-    for params in ({"query": "select * from Invoice"}, {"query": "x", "minorversion": "74"}):
+    query = "select * from Customer"
+    for params in ({"query": query}, {"query": query, "minorversion": "4"}):
         async with session.get(url, params=params, headers=bearer(token)) as response:
-            assert response.status == 400
+            assert response.status == 200
             body = await response.json()
-        assert body["Fault"]["type"] == "ValidationFault"
-        assert "minorversion" in body["Fault"]["Error"][0]["Detail"]
-    status, _, _ = await api_get(
-        session, emu, "query", token, minorversion="76", query="select * from Invoice"
-    )
+        assert [c["DisplayName"] for c in body["QueryResponse"]["Customer"]] == ["Acme"]
+        assert body["QueryResponse"]["Customer"][0]["IsProject"] is False  # a v69+ field
+    status, _, _ = await api_get(session, emu, "query", token, minorversion="76", query=query)
     assert status == 200
+    assert emu.state.stats.minor_versions == {"missing": 1, "4": 1, "76": 1}
 
 
 async def test_missing_or_bad_token_gives_intuit_401(
