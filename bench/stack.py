@@ -66,7 +66,7 @@ def service_env(settings: Settings, emulator_url: str, sync_url: str) -> dict[st
             "QBO_API_BASE_URL": emulator_url,
             "QBO_OAUTH_AUTHORIZE_URL": f"{emulator_url}/connect/oauth2",
             "QBO_OAUTH_TOKEN_URL": f"{emulator_url}/oauth2/v1/tokens/bearer",
-            "QBO_OAUTH_REVOKE_URL": f"{emulator_url}/oauth2/v1/tokens/revoke",
+            "QBO_OAUTH_REVOKE_URL": f"{emulator_url}/v2/oauth2/tokens/revoke",
             "QBO_REDIRECT_URI": f"{sync_url}/oauth/callback",
             "SYNC_PUBLIC_URL": sync_url,
             "CDC_POLL_INTERVAL_S": str(settings.cdc_poll_interval_s),
@@ -116,7 +116,7 @@ class Stack:
                 "qbo_api_base_url": url,
                 "qbo_oauth_authorize_url": f"{url}/connect/oauth2",
                 "qbo_oauth_token_url": f"{url}/oauth2/v1/tokens/bearer",
-                "qbo_oauth_revoke_url": f"{url}/oauth2/v1/tokens/revoke",
+                "qbo_oauth_revoke_url": f"{url}/v2/oauth2/tokens/revoke",
                 "qbo_redirect_uri": f"{self.sync_url}/oauth/callback",
             }
         )

@@ -1,21 +1,36 @@
-"""Intuit OAuth 2.0 endpoints: consent (auto-approved), token, revoke.
+"""Intuit OAuth 2.0 / OpenID Connect: consent (auto-approved), token, revoke, discovery.
 
-Production lives on three hosts (appcenter.intuit.com for consent,
-oauth.platform.intuit.com for tokens, developer.api.intuit.com for revoke);
-the emulator serves the same paths on one host. Consent is approved
-automatically - the redirect carries ``code``, ``state`` and ``realmId`` just
-like Intuit's. Test hooks on the consent URL: ``realmId=<id>`` picks the
-company, ``deny=1`` simulates the user pressing "Cancel" (``access_denied``).
+Production spreads these over several hosts; the emulator serves Intuit's paths
+on one host, and its discovery document points at itself:
+
+=====================  =============================================================
+authorization          appcenter.intuit.com ``/connect/oauth2``
+token                  oauth.platform.intuit.com ``/oauth2/v1/tokens/bearer``
+revocation             developer.api.intuit.com ``/v2/oauth2/tokens/revoke``
+jwks                   oauth.platform.intuit.com ``/op/v1/jwks``
+userinfo               accounts.platform.intuit.com ``/v1/openid_connect/userinfo``
+discovery              developer.api.intuit.com ``/.well-known/openid_configuration``
+                       (``openid_sandbox_configuration`` for the sandbox)
+=====================  =============================================================
+
+(developer.intuit.com, "Authorization discovery documents"; the same URLs are
+constants in intuit/oauth-jsclient ``src/OAuthClient.js``.) Both client
+authentication methods the document lists, ``client_secret_basic`` and
+``client_secret_post``, are accepted. Consent is approved automatically - the
+redirect carries ``code``, ``state`` and ``realmId`` just like Intuit's. Test
+hooks on the consent URL: ``realmId=<id>`` picks the company, ``deny=1``
+simulates the user pressing "Cancel" (``access_denied``).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from qbo_emulator import jsonenc
+from qbo_emulator import jsonenc, openid
 from qbo_emulator.intuit_errors import json_response
 from qbo_emulator.keys import STATE_KEY
 from qbo_emulator.state import EmulatorState
@@ -23,8 +38,27 @@ from qbo_emulator.tokens import ACCOUNTING_SCOPE, OAuthError
 
 AUTHORIZE_PATH = "/connect/oauth2"
 TOKEN_PATH = "/oauth2/v1/tokens/bearer"  # noqa: S105 - a URL path
-REVOKE_PATH = "/oauth2/v1/tokens/revoke"
+REVOKE_PATH = "/v2/oauth2/tokens/revoke"
+JWKS_PATH = "/op/v1/jwks"
+USERINFO_PATH = "/v1/openid_connect/userinfo"
+DISCOVERY_PATHS = (
+    "/.well-known/openid_configuration",
+    "/.well-known/openid_sandbox_configuration",
+)
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
+#: Scopes Intuit grants; consent needs at least one (the discovery document lists
+#: the OpenID ones, the accounting and payment scopes are in Intuit's OAuth docs).
+KNOWN_SCOPES = frozenset(
+    {
+        ACCOUNTING_SCOPE,
+        "com.intuit.quickbooks.payment",
+        "openid",
+        "profile",
+        "email",
+        "phone",
+        "address",
+    }
+)
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -33,7 +67,12 @@ def setup(app: web.Application) -> None:
     app.router.add_get(AUTHORIZE_PATH, authorize, name="qbo.oauth.authorize")
     app.router.add_post(TOKEN_PATH, token, name="qbo.oauth.token")
     app.router.add_post(REVOKE_PATH, revoke, name="qbo.oauth.revoke")
-    app.router.add_get("/.well-known/openid_configuration", discovery, name="qbo.oauth.discovery")
+    app.router.add_get(JWKS_PATH, jwks, name="qbo.oauth.jwks")
+    app.router.add_get(USERINFO_PATH, userinfo, name="qbo.oauth.userinfo")
+    for path in DISCOVERY_PATHS:
+        # intuit-oauth asks with a trailing slash, other clients without.
+        app.router.add_get(path, discovery)
+        app.router.add_get(path + "/", discovery)
 
 
 def _redirect(redirect_uri: str, params: dict[str, str]) -> web.Response:
@@ -59,10 +98,10 @@ async def authorize(request: web.Request) -> web.Response:
     if q.get("response_type") != "code":
         return _redirect(redirect_uri, {"error": "unsupported_response_type", **base})
     scopes = q.get("scope", "").split()
-    if ACCOUNTING_SCOPE not in scopes:
+    if not KNOWN_SCOPES.intersection(scopes):
         return _redirect(
             redirect_uri,
-            {"error": "invalid_scope", "error_description": f"{ACCOUNTING_SCOPE} required", **base},
+            {"error": "invalid_scope", "error_description": "no known scope requested", **base},
         )
     if q.get("deny") in {"1", "true"}:
         return _redirect(redirect_uri, {"error": "access_denied", **base})
@@ -72,11 +111,18 @@ async def authorize(request: web.Request) -> web.Response:
     return _redirect(redirect_uri, {"code": code, **base, "realmId": realm_id})
 
 
-def _client(request: web.Request, state: EmulatorState) -> str:
-    """Intuit only accepts HTTP Basic client authentication on these endpoints."""
+def _client(
+    request: web.Request, state: EmulatorState, form: Mapping[str, object] | None = None
+) -> str:
+    """``client_secret_basic`` (Authorization: Basic) or ``client_secret_post`` (form fields)."""
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "basic":
-        raise OAuthError("invalid_client", status=401)
+        client_id = form.get("client_id") if form is not None else None
+        secret = form.get("client_secret") if form is not None else None
+        if not isinstance(client_id, str) or not isinstance(secret, str):
+            raise OAuthError("invalid_client", status=401)
+        state.tokens.check_client(client_id, secret)
+        return client_id
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -107,7 +153,7 @@ async def token(request: web.Request) -> web.Response:
         realm_hint = state.tokens.realm_of_refresh_token(str(form.get("refresh_token", "")))
     state.stats.record_token_call(realm_hint, grant_type or "invalid")
     try:
-        client_id = _client(request, state)
+        client_id = _client(request, state, form)
         if grant_type == "authorization_code":
             code = str(form.get("code", ""))
             redirect_uri = str(form.get("redirect_uri", ""))
@@ -130,14 +176,16 @@ async def revoke(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     raw = await request.read()
     try:
-        _client(request, state)
+        form: Mapping[str, object] | None = None
         token_value: object = None
         if raw:
             if request.content_type == "application/x-www-form-urlencoded":
-                token_value = (await request.post()).get("token")
+                form = await request.post()
+                token_value = form.get("token")
             else:
                 payload = jsonenc.loads(raw)
                 token_value = payload.get("token") if isinstance(payload, dict) else None
+        _client(request, state, form)
         if not isinstance(token_value, str) or not token_value:
             raise OAuthError("invalid_request", description="token is required")
     except ValueError:
@@ -154,17 +202,52 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def discovery(request: web.Request) -> web.Response:
-    """Intuit's OpenID discovery document, pointing back at this emulator."""
+    """Intuit's discovery document, field for field, with every URL on this emulator.
+
+    ``issuer`` stays Intuit's: it is an identifier, not a URL that is fetched, and
+    clients compare the id_token's ``iss`` with it.
+    """
     base = f"{request.scheme}://{request.host}"
     return json_response(
         {
-            "issuer": "https://oauth.platform.intuit.com/op/v1",
+            "issuer": openid.ISSUER,
             "authorization_endpoint": base + AUTHORIZE_PATH,
             "token_endpoint": base + TOKEN_PATH,
+            "userinfo_endpoint": base + USERINFO_PATH,
             "revocation_endpoint": base + REVOKE_PATH,
+            "jwks_uri": base + JWKS_PATH,
             "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-            "scopes_supported": [ACCOUNTING_SCOPE, "openid", "profile", "email"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "email", "profile", "address", "phone"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
         }
     )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return json_response(request.app[STATE_KEY].tokens.signing_key.jwks())
+
+
+async def userinfo(request: web.Request) -> web.Response:
+    """The OpenID user behind a token that carries the ``openid`` scope.
+
+    Field names follow what Intuit's user info answers (camelCase ``givenName``,
+    ``emailVerified``); the values are the emulator's stand-in user.
+    """
+    state = request.app[STATE_KEY]
+    grant = state.tokens.grant_of_access_token(request.headers.get("Authorization"))
+    if grant is None or "openid" not in grant.scope.split():
+        return json_response(
+            {"error": "invalid_token"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    scopes = set(grant.scope.split())
+    body: dict[str, object] = {"sub": openid.subject(grant.realm_id)}
+    if "email" in scopes:
+        body.update({"email": f"owner-{grant.realm_id}@example.com", "emailVerified": True})
+    if "profile" in scopes:
+        body.update({"givenName": "Emulated", "familyName": "Owner"})
+    return json_response(body)

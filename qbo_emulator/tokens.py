@@ -21,6 +21,8 @@ Behaviour (and why):
   expiry extended.
 * Revoking either token of a grant revokes the whole grant (all its refresh
   and access tokens), as Intuit's revoke endpoint does.
+* With the ``openid`` scope the code exchange also returns an ``id_token``
+  (see ``openid.py``); a refresh does not.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qbo_emulator import openid
 from qbo_emulator.config import EmulatorConfig
 
 AUTH_CODE_TTL_S = 300  # Intuit: authorization codes expire after a few minutes
@@ -115,6 +118,14 @@ class TokenStore:
         self.grants: dict[str, Grant] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.access_tokens: dict[str, AccessToken] = {}
+        self._signing_key: openid.SigningKey | None = None
+
+    @property
+    def signing_key(self) -> openid.SigningKey:
+        """Made on first use: most runs never ask for an id_token."""
+        if self._signing_key is None:
+            self._signing_key = openid.SigningKey()
+        return self._signing_key
 
     # ---------------------------------------------------------------- clients
     def check_client(self, client_id: str, client_secret: str) -> None:
@@ -222,6 +233,9 @@ class TokenStore:
         }
         if include_hard:
             response["x_refresh_token_hard_expires_in"] = max(round(grant.hard_expires_at - now), 0)
+        if used is None and "openid" in grant.scope.split():
+            claims = openid.id_token_claims(grant.client_id, grant.realm_id, now)
+            response["id_token"] = self.signing_key.sign(claims)
         return response
 
     # ----------------------------------------------------------------- revoke
@@ -243,6 +257,16 @@ class TokenStore:
         return grant.realm_id
 
     # ----------------------------------------------------------------- access
+    def grant_of_access_token(self, authorization: str | None) -> Grant | None:
+        """The live grant behind a bearer token, or None (unknown, expired or revoked)."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        record = self.access_tokens.get(authorization[7:].strip())
+        if record is None or record.revoked or record.expires_at <= self._clock():
+            return None
+        grant = self.grants[record.grant_id]
+        return None if grant.revoked else grant
+
     def check_access(self, authorization: str | None, realm_id: str) -> AccessCheck:
         if not authorization or not authorization.lower().startswith("bearer "):
             return AccessCheck(False, 401, "Authorization header missing or not a Bearer token")

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     qbo_api_base_url: str = "http://127.0.0.1:8790"
     qbo_oauth_authorize_url: str = "http://127.0.0.1:8790/connect/oauth2"
     qbo_oauth_token_url: str = "http://127.0.0.1:8790/oauth2/v1/tokens/bearer"  # noqa: S105
-    qbo_oauth_revoke_url: str = "http://127.0.0.1:8790/oauth2/v1/tokens/revoke"
+    qbo_oauth_revoke_url: str = "http://127.0.0.1:8790/v2/oauth2/tokens/revoke"
     qbo_client_id: str = "emulator-client-id"
     qbo_client_secret: SecretStr = SecretStr("emulator-client-secret")
     qbo_redirect_uri: str = "http://127.0.0.1:8000/oauth/callback"

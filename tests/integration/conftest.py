@@ -49,7 +49,7 @@ async def sync(
             "qbo_api_base_url": emulator.base_url,
             "qbo_oauth_authorize_url": emulator.url("/connect/oauth2"),
             "qbo_oauth_token_url": emulator.url("/oauth2/v1/tokens/bearer"),
-            "qbo_oauth_revoke_url": emulator.url("/oauth2/v1/tokens/revoke"),
+            "qbo_oauth_revoke_url": emulator.url("/v2/oauth2/tokens/revoke"),
             "qbo_redirect_uri": f"http://{host}:{port}/oauth/callback",
             # Fast background loops and retries so tests don't wait on production timings.
             "cdc_poll_interval_s": cdc_interval,
