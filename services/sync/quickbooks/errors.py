@@ -1,11 +1,15 @@
 """Errors raised by the QBO client, and a lenient parser for Intuit fault bodies.
 
 Intuit reports failures as a "Fault" document, but not consistently: the
-accounting API answers ``{"Fault": {"Error": [...], "type": ...}}``, the auth
-gateway uses lower-case keys (``{"fault": {"error": [...]}}``), and the throttling
-layer sometimes answers a 429 with XML (``<IntuitResponse><Fault>...``) even when
-JSON was requested. A fault body only ever enriches an exception, so parsing it
-must never raise: anything unexpected just yields less detail.
+accounting API answers ``{"Fault": {"Error": [...], "type": ...}}``; the auth
+gateway's 401/403 come either like that, or with lower-case keys and an integer
+``time`` (``{"fault": {"error": [{"message", "detail", "code", "element"}]}}``), or
+as XML with code 100 ("General Authentication Error"); and the throttling layer
+answers a 429 with XML (``<IntuitResponse><Fault>...``) even when JSON was
+requested. Recorded examples of each are in tests/unit/quickbooks/test_qbo_errors.py
+and the emulator sends all of them (qbo_emulator/intuit_errors.py). A fault body
+only ever enriches an exception, so parsing it must never raise: anything
+unexpected just yields less detail.
 """
 
 from __future__ import annotations

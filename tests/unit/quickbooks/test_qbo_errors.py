@@ -153,3 +153,68 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("") is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-3") is None
+
+
+# Bodies as Intuit sent them, copied from public reports: python-quickbooks issue
+# "quickbooks.exceptions.AuthorizationException" (2021), intuit/oauth-jsclient issues
+# "Error : Response has an Error" (2018) and "... AuthResponse is not JSON" (2023).
+RECORDED_LOWERCASE_401 = (
+    b'{"warnings":null,"intuitObject":null,"fault":{"error":[{"message":"message='
+    b'AuthenticationFailed; errorCode=003200; statusCode=401","detail":"Malformed bearer '
+    b'token: too short or too long","code":"3200","element":null}],"type":"AUTHENTICATION"},'
+    b'"report":null,"queryResponse":null,"batchItemResponse":[],"attachableResponse":[],'
+    b'"syncErrorResponse":null,"requestId":null,"time":1633520295688,"status":null,'
+    b'"cdcresponse":[]}'
+)
+RECORDED_LOWERCASE_403 = (
+    b'{"warnings":null,"intuitObject":null,"fault":{"error":[{"message":"message='
+    b'AuthorizationFailed; errorCode=003100; statusCode=403","detail":null,"code":"3100",'
+    b'"element":null}],"type":"SERVICE"},"report":null,"queryResponse":null,'
+    b'"batchItemResponse":[],"attachableResponse":[],"syncErrorResponse":null,'
+    b'"requestId":null,"time":1543012192555,"status":null,"cdcresponse":[]}'
+)
+RECORDED_XML_401 = (
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    b'<IntuitResponse xmlns="http://schema.intuit.com/finance/v3" '
+    b'time="2023-02-12T21:41:20.509-08:00">\n  <Fault type="AuthenticationFault">\n'
+    b'    <Error code="100">\n      <Message>General Authentication Error</Message>\n'
+    b"      <Detail>AuthenticationErrorGeneral: SRV-110-Authentication Failure , "
+    b"statusCode: 401</Detail>\n    </Error>\n  </Fault>\n</IntuitResponse>"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            RECORDED_LOWERCASE_401,
+            Fault(
+                "3200",
+                "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                "Malformed bearer token: too short or too long",
+                "AUTHENTICATION",
+            ),
+        ),
+        (
+            RECORDED_LOWERCASE_403,
+            Fault(
+                "3100",
+                "message=AuthorizationFailed; errorCode=003100; statusCode=403",
+                None,
+                "SERVICE",
+            ),
+        ),
+        (
+            RECORDED_XML_401,
+            Fault(
+                "100",
+                "General Authentication Error",
+                "AuthenticationErrorGeneral: SRV-110-Authentication Failure , statusCode: 401",
+                "AuthenticationFault",
+            ),
+        ),
+    ],
+    ids=["lowercase-401", "lowercase-403", "xml-401"],
+)
+def test_parses_recorded_intuit_auth_faults(body: bytes, expected: Fault) -> None:
+    assert parse_fault(body) == expected
