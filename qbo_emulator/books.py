@@ -324,6 +324,10 @@ class RealmBooks:
         for key, value in fields.items():
             if key in _READ_ONLY or key in {"Balance", "BalanceWithJobs"}:
                 continue
+            if key in {"BillAddr", "ShipAddr"} and isinstance(value, Mapping):
+                kept = data.get(key, {}).get("Id") or self._allocate_address_id()
+                data[key] = shapes.address(str(value.get("Id", kept)), value)
+                continue
             data[key] = copy.deepcopy(value)
         name = data.get("DisplayName")
         if not isinstance(name, str) or not name.strip():

@@ -41,6 +41,19 @@ NET_30: Mapping[str, str] = {"value": "3"}
 NON_TAXABLE: Mapping[str, str] = {"value": "NON"}
 UNDEPOSITED_FUNDS: Mapping[str, str] = {"value": "4"}
 CENT = Decimal("0.01")
+ADDRESS_FIELDS: tuple[str, ...] = (
+    "Line1",
+    "Line2",
+    "Line3",
+    "Line4",
+    "Line5",
+    "City",
+    "Country",
+    "CountrySubDivisionCode",
+    "PostalCode",
+    "Lat",
+    "Long",
+)
 
 _NAME_VALUE = {
     "name": "{http://schema.intuit.com/finance/v3}NameValue",
@@ -55,10 +68,7 @@ _NAME_VALUE = {
 def address(address_id: str, fields: Mapping[str, Any]) -> Entity:
     """An address as Intuit returns it: the given lines plus its own ``Id``."""
     out: Entity = {"Id": address_id}
-    for key in ("Line1", "Line2", "Line3", "Line4", "City", "Country"):
-        if isinstance(fields.get(key), str):
-            out[key] = fields[key]
-    for key in ("CountrySubDivisionCode", "PostalCode", "Lat", "Long"):
+    for key in ADDRESS_FIELDS:
         if isinstance(fields.get(key), str):
             out[key] = fields[key]
     return out

@@ -243,3 +243,22 @@ async def test_cdc_refuses_entities_intuit_does_not_capture(
         )
         assert status == 400
         assert body["Fault"]["Error"][0]["element"] == "entities"
+
+
+async def test_a_customer_address_keeps_its_id_when_edited(emu: RunningEmulator) -> None:
+    customer = emu.state.create_customer(
+        REALM, {"DisplayName": "Acme", "BillAddr": {"Line1": "1 Old Road"}}
+    )
+    moved = emu.state.update_customer(
+        REALM, customer["Id"], {"BillAddr": {"Line1": "2 New Road", "City": "Bayshore"}}
+    )
+    assert moved["BillAddr"] == {
+        "Id": customer["BillAddr"]["Id"],
+        "Line1": "2 New Road",
+        "City": "Bayshore",
+    }
+    # A new invoice copies the customer's current address.
+    invoice = emu.state.create_invoice(
+        REALM, {"CustomerRef": {"value": customer["Id"]}, "TotalAmt": 1}
+    )
+    assert invoice["BillAddr"] == moved["BillAddr"]
