@@ -46,6 +46,11 @@ HELD_FIELDS: Document = {
 }
 
 
+def to_millis(value: datetime) -> datetime:
+    """`value` with the precision a BSON date keeps."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def _day(value: date | None) -> str | None:
     # Dates as ISO strings: BSON has no date-only type and a midnight datetime invites
     # time-zone bugs; ISO strings also sort correctly.
@@ -175,7 +180,9 @@ class InvoiceStore:
     ) -> tuple[list[Document], set[str]]:
         if not records:
             return [], set()
-        now = self._clock()
+        # As stored: a BSON date keeps milliseconds, and the documents returned here are the
+        # ones events are built from first (the outbox rebuilds them from the stored copy).
+        now = to_millis(self._clock())
         inserts: list[Document] = []
         updates: list[UpdateOne] = []
         updated: list[Document] = []
