@@ -32,6 +32,7 @@ from services.api.responses import JSON, ApiError, error
 from services.api.store import CommandRecords, ReadInvoices, SyncRecords
 from services.common import jsoncodec
 from services.common.mongo import Document
+from services.common.unavailable import RETRY_AFTER_S
 
 log = structlog.get_logger(__name__)
 
@@ -242,7 +243,10 @@ def api_routes(ctx: RouteContext) -> list[Route]:
         except PublishFailed as exc:
             log.warning("api.refresh_not_published", customer=local_customer_id, error=str(exc))
             raise ApiError(
-                503, "unavailable", "the command could not be queued; retry (same Idempotency-Key)"
+                503,
+                "unavailable",
+                "the command could not be queued; retry (same Idempotency-Key)",
+                {"Retry-After": RETRY_AFTER_S},
             ) from None
         if requested.created:
             ctx.metrics.commands.labels("RefreshInvoices").inc()
