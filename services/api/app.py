@@ -26,7 +26,7 @@ from services.api.producer import LazyProducer
 from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.responses import EXCEPTION_HANDLERS
 from services.api.routes import RouteContext, api_routes
-from services.api.store import CommandRecords, ReadInvoices, SyncRecords
+from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
 from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 
@@ -65,6 +65,7 @@ class ApiService:
                 invoices=ReadInvoices(db),
                 sync_records=SyncRecords(db),
                 commands=CommandRecords(db),
+                publications=CommandPublications(db),
                 producer=self.producer,
                 metrics=self.metrics,
                 commands_topic=self.settings.commands_topic,
