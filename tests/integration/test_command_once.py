@@ -13,11 +13,12 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from qbo_emulator.testing import RunningEmulator
+from services.api.refresh import command_id_for
 from services.common.messages import RefreshInvoices, parse_command
 from services.common.mongo import Document
 from services.common.settings import Settings
 from services.sync.store import CommandLog, CommandStatus
-from tests.api_support import consume_all, produce, running_api
+from tests.api_support import consume_all, produce, running_api, seed_mapping
 from tests.integration.conftest import SyncUnderTest
 from tests.integration.test_sync_worker import (
     REALM,
@@ -26,6 +27,7 @@ from tests.integration.test_sync_worker import (
     events,
     finished,
 )
+from tests.integration.test_unavailable import nowhere
 from tests.support import MovableClock, eventually
 
 pytestmark = pytest.mark.integration
@@ -144,3 +146,76 @@ async def test_concurrent_status_writers_keep_attempts_and_only_move_forward(
     later = CommandLog(mongo_db, lambda: now + timedelta(minutes=5))
     assert not await later.finished(command.command_id, CommandStatus.FAILED, "late")
     assert await log.get(command.command_id) == before
+
+
+async def published_commands(settings: Settings) -> list[str]:
+    """Every command id on the commands topic, up to a sentinel produced now."""
+    await produce(settings, [(REALM.encode(), b"sentinel")], topic=settings.commands_topic)
+    records = await consume_all(settings, settings.commands_topic, 1)
+    while records[-1].value != b"sentinel":
+        records = await consume_all(settings, settings.commands_topic, len(records) + 1)
+    return [parse_command(r.value).command_id for r in records[:-1]]
+
+
+async def test_a_retry_after_a_refused_publish_publishes_the_command_once(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await seed_mapping(mongo_db, "cust-42")
+    path = "/api/customers/cust-42/refreshInvoices"
+    headers = {**DEV_AUTH, "Idempotency-Key": "after-an-outage"}
+    no_kafka = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{nowhere()}"})
+    async with running_api(no_kafka, run_projector=False) as api:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+            refused = await client.post(path, headers=headers)
+    assert refused.status_code == 503, refused.text
+
+    async with running_api(settings, run_projector=False) as api:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+            retries = [await client.post(path, headers=headers) for _ in range(3)]
+    assert [r.status_code for r in retries] == [202] * 3
+    (command_id,) = {r.json()["command_id"] for r in retries}
+    assert await published_commands(settings) == [command_id]
+    attempts = [d async for d in mongo_db.command_publications.find({}).sort("number", 1)]
+    assert [(d["number"], d["outcome"]) for d in attempts] == [(0, "failed"), (1, "published")]
+
+
+async def test_an_attempt_abandoned_by_a_dead_request_is_published_by_the_retry(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await seed_mapping(mongo_db, "cust-42")
+    now = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
+    command_id = command_id_for("cust-42", "the-first-request-died")
+    # What a request that died after claiming the first attempt left behind.
+    await mongo_db.commands.insert_one(
+        {
+            "_id": command_id,
+            "type": "RefreshInvoices",
+            "realm_id": REALM,
+            "local_customer_id": "cust-42",
+            "status": "queued",
+            "issued_at": "2030-03-15T11:59:00Z",
+            "issued_by": "api",
+            "queued_at": now - timedelta(minutes=1),
+            "attempts": 0,
+        }
+    )
+    await mongo_db.command_publications.insert_one(
+        {
+            "_id": f"{command_id}#0",
+            "command_id": command_id,
+            "number": 0,
+            "claimed_at": now - timedelta(minutes=1),
+            "outcome": None,
+        }
+    )
+    async with running_api(settings, clock=lambda: now, run_projector=False) as api:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+            retry = await client.post(
+                "/api/customers/cust-42/refreshInvoices",
+                headers={**DEV_AUTH, "Idempotency-Key": "the-first-request-died"},
+            )
+    assert retry.status_code == 202, retry.text
+    assert retry.json()["command_id"] == command_id
+    assert await published_commands(settings) == [command_id]
+    second = await mongo_db.command_publications.find_one({"_id": f"{command_id}#1"})
+    assert second is not None and second["outcome"] == "published"
