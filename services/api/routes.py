@@ -27,11 +27,12 @@ from services.api.metrics import ApiMetrics
 from services.api.openapi import COMMAND_ID_PATTERN, LOCAL_CUSTOMER_ID_PATTERN, OPENAPI
 from services.api.producer import LazyProducer
 from services.api.readmodel import iso_timestamp, render_invoice
-from services.api.refresh import IDEMPOTENCY_KEY, PublishFailed, request_refresh
+from services.api.refresh import IDEMPOTENCY_KEY, Publisher, PublishFailed, request_refresh
 from services.api.responses import JSON, ApiError, error
-from services.api.store import CommandRecords, ReadInvoices, SyncRecords
+from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
 from services.common import jsoncodec
 from services.common.mongo import Document
+from services.common.unavailable import RETRY_AFTER_S
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,7 @@ class RouteContext:
     invoices: ReadInvoices
     sync_records: SyncRecords
     commands: CommandRecords
+    publications: CommandPublications
     producer: LazyProducer
     metrics: ApiMetrics
     commands_topic: str
@@ -172,6 +174,8 @@ async def _refresh_body(request: Request) -> dict[str, Any]:
 
 
 def api_routes(ctx: RouteContext) -> list[Route]:
+    publisher = Publisher(ctx.publications, ctx.producer, ctx.commands_topic, ctx.clock)
+
     def authenticated(handler: Handler) -> Handler:
         async def checked(request: Request) -> Response:
             if not ctx.tokens.accepts(bearer_token(request.headers.get("authorization"))):
@@ -233,16 +237,17 @@ def api_routes(ctx: RouteContext) -> list[Route]:
             requested = await request_refresh(
                 mapping,
                 commands=ctx.commands,
-                producer=ctx.producer,
-                topic=ctx.commands_topic,
-                clock=ctx.clock,
+                publisher=publisher,
                 idempotency_key=key,
                 correlation_id=body.get("correlation_id"),
             )
         except PublishFailed as exc:
             log.warning("api.refresh_not_published", customer=local_customer_id, error=str(exc))
             raise ApiError(
-                503, "unavailable", "the command could not be queued; retry (same Idempotency-Key)"
+                503,
+                "unavailable",
+                "the command could not be queued; retry (same Idempotency-Key)",
+                {"Retry-After": RETRY_AFTER_S},
             ) from None
         if requested.created:
             ctx.metrics.commands.labels("RefreshInvoices").inc()

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = SecretStr("")
     environment: str = "local"
 
+    # HTTP request paths of both services: how long a request waits for MongoDB before it
+    # answers 503 with Retry-After (server selection included), so an unreachable or frozen
+    # database costs callers seconds, not minutes.
+    request_timeout_s: float = Field(default=2.5, gt=0)
+
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True

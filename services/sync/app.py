@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from services.common.kafka import ensure_topics, make_consumer, make_producer, t
 from services.common.messages import Command
 from services.common.mongo import Document, ensure_indexes, make_client
 from services.common.settings import Settings
+from services.common.unavailable import RequestDeadline, unavailable_handlers
 from services.sync import store as store_module
 from services.sync import vault as vault_module
 from services.sync.events import InvoiceEvents
@@ -35,7 +37,7 @@ from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.client import QboClient
 from services.sync.store import CdcCheckpoints, CommandLog, CustomerMappings, InvoiceStore, Outbox
 from services.sync.vault import TokenVault
-from services.sync.web import JSON, mapping_routes, oauth_routes
+from services.sync.web import JSON, internal_error, mapping_routes, oauth_routes
 from services.sync.webhooks import webhook_routes
 from services.sync.worker import CommandWorker, WorkerOptions
 
@@ -106,7 +108,16 @@ class SyncService:
                 self.settings.qbo_webhook_verifier_token.get_secret_value(), self.publish
             ),
         ]
-        return Starlette(routes=routes)
+        return Starlette(
+            routes=routes,
+            # MongoDB operations of a request give up after request_timeout_s; a database or
+            # Kafka that does not answer is a 503 with Retry-After, anything else a JSON 500.
+            middleware=[Middleware(RequestDeadline, seconds=self.settings.request_timeout_s)],
+            exception_handlers={
+                **unavailable_handlers(internal_error),
+                Exception: internal_error,
+            },
+        )
 
     async def publish(self, commands: Sequence[Command]) -> None:
         """Produce commands keyed by realm and wait until Kafka acknowledged all of them."""

@@ -11,6 +11,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -26,6 +27,8 @@ from services.sync.vault import NotConnected, TokenVault
 
 NONCE_COOKIE = "qbo_oauth_nonce"
 
+log = structlog.get_logger(__name__)
+
 
 class JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
@@ -40,6 +43,14 @@ def error(status: int, code: str, message: str, request: Request | None = None) 
         )
         return HTMLResponse(page, status_code=status)
     return JSON({"error": code, "message": message}, status_code=status)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: logged here, answered as JSON without internals."""
+    log.error(
+        "sync.unhandled_exception", path=request.url.path, method=request.method, exc_info=exc
+    )
+    return JSON({"error": "internal", "message": "internal server error"}, status_code=500)
 
 
 def oauth_routes(flow: OAuthFlow, vault: TokenVault, secure_cookies: bool) -> list[Route]:

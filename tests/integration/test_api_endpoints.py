@@ -423,7 +423,9 @@ async def test_refresh_queues_a_command_and_publishes_it_keyed_by_realm(
     stored = await mongo_db["commands"].find_one({"_id": command_id})
     assert stored is not None
     assert stored["status"] == "queued"
-    assert stored["published_at"] is not None
+    publication = await mongo_db["command_publications"].find_one({"_id": f"{command_id}#0"})
+    assert publication is not None
+    assert publication["outcome"] == "published"
 
     status = await get_json(client, accepted["status_url"])
     assert status["status"] == "queued"

@@ -24,6 +24,7 @@ def test_every_route_is_documented_with_its_methods() -> None:
         invoices=None,  # type: ignore[arg-type]
         sync_records=None,  # type: ignore[arg-type]
         commands=None,  # type: ignore[arg-type]
+        publications=None,  # type: ignore[arg-type]
         producer=None,  # type: ignore[arg-type]
         metrics=None,  # type: ignore[arg-type]
         commands_topic="t",
