@@ -13,7 +13,7 @@ from qbo_emulator.testing import RunningEmulator
 from services.common.messages import MapCustomer
 from services.common.mongo import Document
 from services.sync.oauth.intuit import TokenGrant
-from tests.integration.conftest import SyncUnderTest
+from tests.integration.conftest import SYNC_AUTH, SyncUnderTest
 from tests.integration.test_sync_worker import REALM, finished
 from tests.support import MovableClock
 
@@ -34,7 +34,9 @@ async def books(
 
 async def post_mapping(sync: SyncUnderTest, local_id: str, body: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{sync.base_url}/customers/{local_id}/mapping", json=body) as r:
+        async with http.post(
+            f"{sync.base_url}/customers/{local_id}/mapping", json=body, headers=SYNC_AUTH
+        ) as r:
             return r.status, await r.json()
 
 
