@@ -44,6 +44,9 @@ class ConnectLink:
     user_id: str
     expires_at: datetime
 
+    def url(self, sync_public_url: str) -> str:
+        return f"{sync_public_url.rstrip('/')}/oauth/connect?{urlencode({'link': self.token})}"
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -83,8 +86,7 @@ class ConnectLinks:
         return ConnectLink(f"{payload}.{self._mac(payload)}", user_id, expires_at)
 
     def url(self, sync_public_url: str, user_id: str) -> str:
-        link = self.sign(user_id)
-        return f"{sync_public_url.rstrip('/')}/oauth/connect?{urlencode({'link': link.token})}"
+        return self.sign(user_id).url(sync_public_url)
 
     def verify(self, token: str) -> str:
         """The user the link was signed for; `LinkRejected` if forged, malformed or expired."""

@@ -12,7 +12,6 @@ import dataclasses
 import html
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -65,9 +64,12 @@ def oauth_routes(
         if not isinstance(user_id, str) or not USER_ID.match(user_id):
             return error(400, "bad_user", "user_id must be 1-128 of A-Z a-z 0-9 . _ : @ -")
         link = links.sign(user_id)
-        url = f"{public_url.rstrip('/')}/oauth/connect?{urlencode({'link': link.token})}"
         return JSON(
-            {"user_id": user_id, "connect_url": url, "expires_at": link.expires_at},
+            {
+                "user_id": user_id,
+                "connect_url": link.url(public_url),
+                "expires_at": link.expires_at,
+            },
             status_code=201,
         )
 
@@ -90,6 +92,7 @@ def oauth_routes(
         except ConnectRejected as exc:
             return error(exc.status, exc.code, exc.reason, request)
         response = RedirectResponse(started.authorize_url, status_code=302)
+        response.headers["Referrer-Policy"] = "no-referrer"  # the link is a credential for a while
         response.set_cookie(
             NONCE_COOKIE,
             started.state.nonce,

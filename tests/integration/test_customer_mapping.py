@@ -109,3 +109,12 @@ async def test_map_customer_command_through_kafka(
     assert failed["reason"] == "no QBO customer is named 'Nobody'"
     mapping = await mongo_db.customer_mappings.find_one({"_id": "c-1"})
     assert mapping is not None and mapping["qbo_customer_id"] == books["Acme Ltd"]
+
+
+async def test_an_oversized_mapping_body_is_refused_before_it_is_parsed(
+    sync: SyncUnderTest,
+) -> None:
+    body = {"realm_id": REALM, "display_name": "x" * (20 * 1024)}
+    status, answer = await post_mapping(sync, "cust-7", body)
+    assert status == 413
+    assert answer["error"] == "too_large"
