@@ -66,6 +66,7 @@ def load_keys(settings: Settings) -> KeyRing:
     if configured:
         primary = settings.token_encryption_primary_key_id or configured.split(":", 1)[0]
         return KeyRing.from_env_string(configured, primary)
+    # Published; `sync_service` has already refused it anywhere but local mode.
     return KeyRing({"local": development_secret("TOKEN_ENCRYPTION_KEYS")}, "local")
 
 
