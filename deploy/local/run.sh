@@ -31,7 +31,7 @@ wait_port api "$api_port"
 
 cat <<MSG
 [run] QBO emulator  http://127.0.0.1:$emulator_port   (stands in for Intuit; no account needed)
-[run] sync service  http://127.0.0.1:$sync_port   (connect a company: /oauth/connect?user=you)
+[run] sync service  http://127.0.0.1:$sync_port   (bearer token: dev-sync-token; connect links: POST /connect-links)
 [run] api           http://127.0.0.1:$api_port/api   (bearer token: dev-token; /openapi.json)
 [run] Kafka 127.0.0.1:${QBO_KAFKA_PORT:-9092}, FerretDB mongodb://127.0.0.1:${QBO_MONGO_PORT:-27017}/ — Ctrl-C stops the services; 'make infra-down' stops the infrastructure
 MSG

@@ -27,11 +27,16 @@ from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.responses import EXCEPTION_HANDLERS
 from services.api.routes import RouteContext, api_routes
 from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
+from services.common.connect_links import ConnectLinks, load_connect_link_secret
+from services.common.credentials import require_own_secrets
 from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 
 Clock = Callable[[], datetime]
 log = structlog.get_logger(__name__)
+
+# Secrets whose defaults are published: outside local development each must be configured.
+OWN_SECRETS = ("api_tokens", "connect_link_secret")
 
 
 def utc_now() -> datetime:
@@ -70,6 +75,7 @@ class ApiService:
                 metrics=self.metrics,
                 commands_topic=self.settings.commands_topic,
                 sync_public_url=self.settings.sync_public_url,
+                links=ConnectLinks(load_connect_link_secret(self.settings), self.clock),
                 clock=self.clock,
                 ping_mongo=ping_mongo,
             )
@@ -90,7 +96,8 @@ async def api_service(
     Neither Kafka nor MongoDB has to be up at start-up: the producer connects on first use and
     the projector retries, while `/readyz` reports what is missing.
     """
-    tokens = load_api_tokens(settings)  # refuses to run without tokens outside local
+    require_own_secrets(settings, OWN_SECRETS, host=None)
+    tokens = load_api_tokens(settings)
     if not settings.api_tokens.get_secret_value():
         log.warning("api.dev_token_accepted", hint="set API_TOKENS outside local development")
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api")

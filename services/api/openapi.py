@@ -288,7 +288,10 @@ OPENAPI: dict[str, Any] = {
                     "reconnect_url": _nullable(
                         {
                             "type": "string",
-                            "description": "Where the company re-connects (when not active).",
+                            "description": (
+                                "Where the company re-connects (when not active): a connect "
+                                "link signed for the connection's own user, valid 15 minutes."
+                            ),
                         }
                     ),
                 },

@@ -29,6 +29,7 @@ def test_every_route_is_documented_with_its_methods() -> None:
         metrics=None,  # type: ignore[arg-type]
         commands_topic="t",
         sync_public_url="http://x",
+        links=None,  # type: ignore[arg-type]
         clock=None,  # type: ignore[arg-type]
         ping_mongo=None,  # type: ignore[arg-type]
     )
