@@ -3,7 +3,8 @@
 #   docker run IMAGE services.api  --host 0.0.0.0 --port 8080   (the default)
 #   docker run IMAGE services.sync --host 0.0.0.0 --port 8000
 #   docker run IMAGE qbo_emulator  --host 0.0.0.0 --port 8790
-# Configured only by environment variables (services/common/settings.py). Runs as uid 10001
+# Configured only by environment variables (services/common/settings.py); ENVIRONMENT is
+# `production` unless you say otherwise. Runs as uid 10001
 # with a read-only root filesystem: only /tmp needs to be writable.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -49,7 +50,10 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
 
+# Never local mode in the image: outside `local` the services refuse to start until their own
+# keys, secrets and tokens are configured, instead of using the published development ones.
 ENV PATH=/opt/venv/bin:$PATH \
+    ENVIRONMENT=production \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

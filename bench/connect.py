@@ -3,7 +3,8 @@
 The OAuth consent is skipped the way the emulator allows (`/_emulator/tokens/issue` gives the
 token response Intuit would return after consent) and the grant is stored through the sync
 service's own `TokenVault`, so the workers find exactly what the OAuth callback would have
-stored. Mapping goes through the sync service's HTTP endpoint, as an operator's would.
+stored. Mapping goes through the sync service's HTTP endpoint with its token, as an operator's
+would.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aiohttp
 
 from bench.emulator_admin import EmulatorAdmin
 from services.common.settings import Settings
+from services.sync.access import DEV_SYNC_TOKEN
 from services.sync.app import sync_service
 from services.sync.oauth.intuit import TokenGrant
 
@@ -39,6 +41,8 @@ async def map_customer(
     async with http.post(
         f"{sync_url}/customers/{local_customer_id}/mapping",
         json={"realm_id": realm_id, "qbo_customer_id": qbo_customer_id},
+        # The runs are local on loopback, where the sync service accepts its development token.
+        headers={"Authorization": f"Bearer {DEV_SYNC_TOKEN}"},
     ) as response:
         if response.status != 200:
             raise RuntimeError(

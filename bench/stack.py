@@ -73,8 +73,11 @@ def service_env(settings: Settings, emulator_url: str, sync_url: str) -> dict[st
             "CDC_OVERLAP_S": str(settings.cdc_overlap_s),
             "OUTBOX_SWEEP_INTERVAL_S": str(settings.outbox_sweep_interval_s),
             "COMMAND_MAX_ATTEMPTS": str(settings.command_max_attempts),
+            # Local mode on loopback: the published development secrets and tokens.
             "ENVIRONMENT": "local",
             "API_TOKENS": "",
+            "SYNC_API_TOKENS": "",
+            "CONNECT_LINK_SECRET": "",
             "LOG_LEVEL": settings.log_level,
             "LOG_JSON": "true",
         }

@@ -68,6 +68,9 @@ def setup(app: web.Application) -> None:
     app.router.add_get(company + "/customer/{entity_id}", read_customer, name="qbo.read.customer")
     app.router.add_get(company + "/payment/{entity_id}", read_payment, name="qbo.read.payment")
     app.router.add_get(company + "/cdc", cdc, name="qbo.cdc")
+    app.router.add_get(
+        company + "/companyinfo/{company_id}", read_company_info, name="qbo.read.companyinfo"
+    )
 
 
 def _guard(request: web.Request, state: EmulatorState, realm_id: str) -> web.Response | None:
@@ -75,10 +78,10 @@ def _guard(request: web.Request, state: EmulatorState, realm_id: str) -> web.Res
     now = state.clock()
     check = state.tokens.check_access(request.headers.get("Authorization"), realm_id)
     if not check.ok:
-        style = state.config.auth_style
         if check.status == 403:
-            return intuit_errors.authorization_response(now, style)
-        return intuit_errors.authentication_response(check.detail, now, style)
+            # Always the lower-case body recorded for another company's token.
+            return json_response(intuit_errors.authorization_fault(now), status=403)
+        return intuit_errors.authentication_response(check.detail, now, state.config.auth_style)
     state.stats.record_minor_version(request.query.get("minorversion"))
     return None
 
@@ -134,6 +137,39 @@ async def read_customer(request: web.Request) -> web.Response:
 
 async def read_payment(request: web.Request) -> web.Response:
     return await _read(request, PAYMENT)
+
+
+async def read_company_info(request: web.Request) -> web.Response:
+    """``GET /v3/company/{realm}/companyinfo/{realm}``: the company's own record.
+
+    Apps read it right after consent to learn the company's name; a token of another company
+    gets the 403 above, which is how a client proves a token belongs to a realm.
+    """
+    state = request.app[STATE_KEY]
+    realm_id = request.match_info["realm_id"]
+    denied = _guard(request, state, realm_id)
+    if denied is not None:
+        return denied
+    if request.match_info["company_id"] != realm_id:
+        return json_response(
+            intuit_errors.object_not_found_fault(
+                "CompanyInfo", request.match_info["company_id"], state.clock()
+            ),
+            status=400,
+        )
+    books = state.realm(realm_id)
+    info = {
+        "CompanyName": books.company_name,
+        "LegalName": books.company_name,
+        "Country": "US",
+        "SupportedLanguages": "en",
+        "domain": "QBO",
+        "sparse": False,
+        "Id": "1",
+        "SyncToken": "0",
+        "MetaData": {"CreateTime": books.created_text, "LastUpdatedTime": books.created_text},
+    }
+    return json_response(_envelope(state, {"CompanyInfo": info}))
 
 
 async def cdc(request: web.Request) -> web.Response:

@@ -210,6 +210,9 @@ class RealmBooks:
         listener: ChangeListener | None = None,
     ) -> None:
         self.realm_id = realm_id
+        # What CompanyInfo reports; the name makes realms tell apart in tests and demos.
+        self.company_name = f"Sandbox Company {realm_id}"
+        self.created_text = format_entity_time(clock())
         self._clock = clock
         self._change_clock = change_clock
         self._listener = listener

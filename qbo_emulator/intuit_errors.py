@@ -80,14 +80,36 @@ def authentication_fault(detail: str, now: float) -> dict[str, Any]:
 
 
 def authorization_fault(now: float) -> dict[str, Any]:
-    """A valid token used against another company (HTTP 403)."""
-    return fault(
-        "SERVICE",
-        "3100",
-        AUTHORIZATION_MESSAGE,
-        "Token is not authorized for this realm",
-        now,
-    )
+    """A valid token used against another company (HTTP 403).
+
+    Intuit's gateway answers this one in its lower-case envelope, with a numeric ``time`` in
+    milliseconds and the other members present as null or empty, as captured from production.
+    """
+    return {
+        "warnings": None,
+        "intuitObject": None,
+        "fault": {
+            "error": [
+                {
+                    "message": "message=ApplicationAuthorizationFailed; errorCode=003100; "
+                    "statusCode=403",
+                    "detail": None,
+                    "code": "3100",
+                    "element": None,
+                }
+            ],
+            "type": "SERVICE",
+        },
+        "report": None,
+        "queryResponse": None,
+        "batchItemResponse": [],
+        "attachableResponse": [],
+        "syncErrorResponse": None,
+        "requestId": None,
+        "time": int(now * 1000),
+        "status": None,
+        "cdcresponse": [],
+    }
 
 
 def validation_fault(
@@ -222,7 +244,12 @@ def authorization_response(now: float, style: FaultStyle = "json") -> web.Respon
             status=403,
             content_type=XML_CONTENT_TYPE,
         )
-    return json_response(authorization_fault(now), status=403)
+    return json_response(
+        fault(
+            "SERVICE", "3100", AUTHORIZATION_MESSAGE, "Token is not authorized for this realm", now
+        ),
+        status=403,
+    )
 
 
 SERVICE_UNAVAILABLE_HTML = (

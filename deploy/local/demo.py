@@ -1,6 +1,9 @@
 """Make the freshly started local system show something: connect the emulator's company through
 the real OAuth redirect flow, map a local customer to the first seeded QBO customer, ask for a
-refresh, and print the dashboard URL. Run by `make run` after the services are up."""
+refresh, and print the dashboard URL. Run by `make run` after the services are up.
+
+It uses the development tokens that local mode accepts on loopback: the sync service's (for a
+connect link and the mapping, as the app's back end would) and the api's."""
 
 from __future__ import annotations
 
@@ -12,12 +15,19 @@ import aiohttp
 from yarl import URL
 
 LOCAL_CUSTOMER = "demo-customer"
+SYNC_AUTH = {"Authorization": "Bearer dev-sync-token"}
 
 
 async def main(sync_url: str, api_url: str, realm_id: str) -> int:
     jar = aiohttp.CookieJar(unsafe=True)  # cookies on 127.0.0.1, like a browser would keep
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        url = URL(f"{sync_url}/oauth/connect").with_query(user="demo")
+        async with http.post(
+            f"{sync_url}/connect-links", json={"user_id": "demo"}, headers=SYNC_AUTH
+        ) as r:
+            if r.status != 201:
+                print(f"[demo] no connect link: HTTP {r.status} {await r.text()}", file=sys.stderr)
+                return 1
+            url = URL((await r.json())["connect_url"])
         for _ in range(3):  # connect -> Intuit consent (auto) -> our callback
             async with http.get(url, allow_redirects=False) as r:
                 if r.status != 302:
@@ -30,6 +40,7 @@ async def main(sync_url: str, api_url: str, realm_id: str) -> int:
         async with http.post(
             f"{sync_url}/customers/{LOCAL_CUSTOMER}/mapping",
             json={"realm_id": realm_id, "qbo_customer_id": "1"},
+            headers=SYNC_AUTH,
         ) as r:
             mapping = await r.json()
             if r.status != 200:

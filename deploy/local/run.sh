@@ -9,23 +9,10 @@ root="$(cd "$here/../.." && pwd)"
 py="$root/.venv/bin/python"
 cd "$root"
 
-emulator_port="${QBO_EMULATOR_PORT:-8790}"
-sync_port="${QBO_SYNC_PORT:-8000}"
-api_port="${QBO_API_PORT:-8080}"
-
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup INT TERM EXIT
-
-start() { # start NAME MODULE ARGS...
-  local name="$1"; shift
-  "$py" -u -m "$@" 2>&1 | sed -u "s/^/[$name] /" &
-  pids+=("$!")
-}
+# shellcheck source=deploy/local/run-lib.sh
+source "$here/run-lib.sh"
+local_endpoints
+trap stop_all INT TERM EXIT
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { # wait_port NAME PORT
@@ -33,18 +20,18 @@ wait_port() { # wait_port NAME PORT
   echo "[run] $1 did not start on port $2" >&2; exit 1
 }
 
-start emulator qbo_emulator --host 127.0.0.1 --port "$emulator_port" \
+start emulator "$py" -u -m qbo_emulator --host 127.0.0.1 --port "$emulator_port" \
   --seed-customers 5 --seed-invoices-per-customer 20
 wait_port emulator "$emulator_port"
 
-start sync services.sync --host 127.0.0.1 --port "$sync_port"
-start api services.api --host 127.0.0.1 --port "$api_port"
+start sync "$py" -u -m services.sync --host 127.0.0.1 --port "$sync_port"
+start api "$py" -u -m services.api --host 127.0.0.1 --port "$api_port"
 wait_port sync "$sync_port"
 wait_port api "$api_port"
 
 cat <<MSG
 [run] QBO emulator  http://127.0.0.1:$emulator_port   (stands in for Intuit; no account needed)
-[run] sync service  http://127.0.0.1:$sync_port   (connect a company: /oauth/connect?user=you)
+[run] sync service  http://127.0.0.1:$sync_port   (bearer token: dev-sync-token; connect links: POST /connect-links)
 [run] api           http://127.0.0.1:$api_port/api   (bearer token: dev-token; /openapi.json)
 [run] Kafka 127.0.0.1:${QBO_KAFKA_PORT:-9092}, FerretDB mongodb://127.0.0.1:${QBO_MONGO_PORT:-27017}/ — Ctrl-C stops the services; 'make infra-down' stops the infrastructure
 MSG

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import uvicorn
 
-from services.api.app import api_service
+from services.api.app import OWN_SECRETS, api_service
+from services.common.credentials import InsecureConfiguration, require_own_secrets
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
 
@@ -15,6 +17,7 @@ from services.common.settings import get_settings
 async def serve(host: str, port: int) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    require_own_secrets(settings, OWN_SECRETS, host)
     async with api_service(settings) as service:
         config = uvicorn.Config(
             service.web_app(),
@@ -32,7 +35,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port))
+    try:
+        asyncio.run(serve(args.host, args.port))
+    except InsecureConfiguration as exc:
+        sys.exit(f"refusing to start: {exc}")
 
 
 if __name__ == "__main__":

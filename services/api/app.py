@@ -26,12 +26,17 @@ from services.api.producer import LazyProducer
 from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.responses import EXCEPTION_HANDLERS
 from services.api.routes import RouteContext, api_routes
-from services.api.store import CommandRecords, ReadInvoices, SyncRecords
+from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
+from services.common.connect_links import ConnectLinks, load_connect_link_secret
+from services.common.credentials import require_own_secrets
 from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 
 Clock = Callable[[], datetime]
 log = structlog.get_logger(__name__)
+
+# Secrets whose defaults are published: outside local development each must be configured.
+OWN_SECRETS = ("api_tokens", "connect_link_secret")
 
 
 def utc_now() -> datetime:
@@ -48,22 +53,29 @@ class ApiService:
     metrics: ApiMetrics
     projector: Projector
     clock: Clock
+    # What HTTP handlers use: the same database through a client whose operations give up
+    # after `request_timeout_s` (the projector's batches may legitimately take longer).
+    requests_db: AsyncDatabase[Document] | None = None
     projector_task: asyncio.Task[None] | None = None
 
     def web_app(self) -> Starlette:
+        db = self.requests_db if self.requests_db is not None else self.db
+
         async def ping_mongo() -> Any:
-            return await self.db.command("ping")
+            return await db.command("ping")
 
         routes = api_routes(
             RouteContext(
                 tokens=self.tokens,
-                invoices=ReadInvoices(self.db),
-                sync_records=SyncRecords(self.db),
-                commands=CommandRecords(self.db),
+                invoices=ReadInvoices(db),
+                sync_records=SyncRecords(db),
+                commands=CommandRecords(db),
+                publications=CommandPublications(db),
                 producer=self.producer,
                 metrics=self.metrics,
                 commands_topic=self.settings.commands_topic,
                 sync_public_url=self.settings.sync_public_url,
+                links=ConnectLinks(load_connect_link_secret(self.settings), self.clock),
                 clock=self.clock,
                 ping_mongo=ping_mongo,
             )
@@ -84,17 +96,33 @@ async def api_service(
     Neither Kafka nor MongoDB has to be up at start-up: the producer connects on first use and
     the projector retries, while `/readyz` reports what is missing.
     """
-    tokens = load_api_tokens(settings)  # refuses to run without tokens outside local
+    require_own_secrets(settings, OWN_SECRETS, host=None)
+    tokens = load_api_tokens(settings)
     if not settings.api_tokens.get_secret_value():
         log.warning("api.dev_token_accepted", hint="set API_TOKENS outside local development")
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api")
+    requests_mongo = make_client(
+        settings.mongodb_uri,
+        app_name="qbo-sync-api",
+        operation_timeout_s=settings.request_timeout_s,
+    )
     producer = LazyProducer(settings.kafka_bootstrap_servers, f"{settings.kafka_client_id}-api")
     metrics = ApiMetrics()
     db = mongo[settings.mongodb_database]
     projector = Projector(
         ReadInvoices(db), DeadLetters(producer, settings.dead_letter_topic), metrics, clock=clock
     )
-    service = ApiService(settings, tokens, mongo, db, producer, metrics, projector, clock)
+    service = ApiService(
+        settings,
+        tokens,
+        mongo,
+        db,
+        producer,
+        metrics,
+        projector,
+        clock,
+        requests_db=requests_mongo[settings.mongodb_database],
+    )
     run = settings.api_run_projector if run_projector_task is None else run_projector_task
     try:
         if run:
@@ -108,4 +136,5 @@ async def api_service(
             with contextlib.suppress(asyncio.CancelledError):
                 await service.projector_task
         await producer.stop()
+        await requests_mongo.close()
         await mongo.close()

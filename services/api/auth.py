@@ -7,55 +7,26 @@ one is withdrawn). With no tokens configured, local development accepts the well
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Iterable
-from dataclasses import dataclass
-
+from services.common.credentials import (
+    BearerTokens,
+    InsecureConfiguration,
+    bearer_token,
+    parse_tokens,
+)
 from services.common.settings import Settings
 
 DEV_TOKEN = "dev-token"  # noqa: S105 - public by design, accepted only when environment=local
 
+ApiTokens = BearerTokens
 
-class InsecureConfiguration(RuntimeError):
-    """The api would run without real credentials outside local development."""
-
-
-def _digest(token: str) -> bytes:
-    # Comparing fixed-length digests keeps the comparison time independent of the token length.
-    return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-@dataclass(frozen=True)
-class ApiTokens:
-    """The accepted bearer tokens, kept only as digests."""
-
-    _digests: tuple[bytes, ...]
-
-    @classmethod
-    def of(cls, tokens: Iterable[str]) -> ApiTokens:
-        digests = tuple(_digest(t) for t in tokens if t)
-        if not digests:
-            raise ValueError("at least one API token is required")
-        return cls(digests)
-
-    def __repr__(self) -> str:
-        return f"ApiTokens(<{len(self._digests)} tokens>)"
-
-    def accepts(self, presented: str | None) -> bool:
-        """Constant-time check of `presented` against every token (no early exit)."""
-        if not presented:
-            return False
-        candidate = _digest(presented)
-        accepted = False
-        for known in self._digests:
-            accepted |= hmac.compare_digest(candidate, known)
-        return accepted
-
-
-def parse_tokens(raw: str) -> list[str]:
-    """`"a, b,,c"` -> `["a", "b", "c"]`."""
-    return [part.strip() for part in raw.split(",") if part.strip()]
+__all__ = [
+    "DEV_TOKEN",
+    "ApiTokens",
+    "InsecureConfiguration",
+    "bearer_token",
+    "load_api_tokens",
+    "parse_tokens",
+]
 
 
 def load_api_tokens(settings: Settings) -> ApiTokens:
@@ -66,14 +37,3 @@ def load_api_tokens(settings: Settings) -> ApiTokens:
         if DEV_TOKEN in tokens:
             raise InsecureConfiguration(f"the development token {DEV_TOKEN!r} is for local use")
     return ApiTokens.of(tokens or [DEV_TOKEN])
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, or None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
-    return token or None

@@ -52,6 +52,11 @@ _ERRORS = {
         {"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
     "500": _json("Unexpected failure; the body carries no internals.", "Error"),
+    "503": _json(
+        "MongoDB or Kafka does not answer; retry after Retry-After seconds.",
+        "Error",
+        {"Retry-After": {"schema": {"type": "string"}}},
+    ),
 }
 _NOT_FOUND = _json("Unknown customer or command.", "Error")
 
@@ -283,7 +288,10 @@ OPENAPI: dict[str, Any] = {
                     "reconnect_url": _nullable(
                         {
                             "type": "string",
-                            "description": "Where the company re-connects (when not active).",
+                            "description": (
+                                "Where the company re-connects (when not active): a connect "
+                                "link signed for the connection's own user, valid 15 minutes."
+                            ),
                         }
                     ),
                 },
@@ -407,8 +415,13 @@ OPENAPI: dict[str, Any] = {
                     },
                     "404": _NOT_FOUND,
                     "413": _json("The body is too large.", "Error"),
-                    "503": _json("Kafka did not take the command; retry.", "Error"),
                     **_ERRORS,
+                    "503": _json(
+                        "Kafka did not take the command, or MongoDB does not answer; retry "
+                        "after Retry-After seconds with the same Idempotency-Key.",
+                        "Error",
+                        {"Retry-After": {"schema": {"type": "string"}}},
+                    ),
                 },
             }
         },

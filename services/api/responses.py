@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from services.common import jsoncodec
+from services.common.unavailable import unavailable_handlers
 
 log = structlog.get_logger(__name__)
 
@@ -87,5 +88,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: on_api_error,
     HTTPException: on_http_exception,
+    # MongoDB or Kafka down: 503 with Retry-After; their other errors are unexpected.
+    **unavailable_handlers(on_unexpected),
     Exception: on_unexpected,
 }

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,17 +20,20 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from services.api.auth import ApiTokens, bearer_token
+from services.api.auth import ApiTokens
 from services.api.listing import Cursor, InvalidParameter, customer_filter, parse_invoice_query
 from services.api.metrics import ApiMetrics
 from services.api.openapi import COMMAND_ID_PATTERN, LOCAL_CUSTOMER_ID_PATTERN, OPENAPI
 from services.api.producer import LazyProducer
 from services.api.readmodel import iso_timestamp, render_invoice
-from services.api.refresh import IDEMPOTENCY_KEY, PublishFailed, request_refresh
+from services.api.refresh import IDEMPOTENCY_KEY, Publisher, PublishFailed, request_refresh
 from services.api.responses import JSON, ApiError, error
-from services.api.store import CommandRecords, ReadInvoices, SyncRecords
+from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
 from services.common import jsoncodec
+from services.common.access import Guard, Rule, checked_routes
+from services.common.connect_links import ConnectLinks
 from services.common.mongo import Document
+from services.common.unavailable import RETRY_AFTER_S
 
 log = structlog.get_logger(__name__)
 
@@ -66,10 +68,12 @@ class RouteContext:
     invoices: ReadInvoices
     sync_records: SyncRecords
     commands: CommandRecords
+    publications: CommandPublications
     producer: LazyProducer
     metrics: ApiMetrics
     commands_topic: str
     sync_public_url: str
+    links: ConnectLinks
     clock: Callable[[], datetime]
     ping_mongo: Callable[[], Awaitable[Any]]
 
@@ -86,9 +90,15 @@ def _not_found(what: str) -> ApiError:
 
 
 def render_customer(
-    mapping: Mapping[str, Any], connection: Mapping[str, Any] | None, sync_public_url: str
+    mapping: Mapping[str, Any],
+    connection: Mapping[str, Any] | None,
+    reconnect_url: Callable[[str], str],
 ) -> dict[str, Any]:
-    """The mapping and connection status; built from the token-free projection only."""
+    """The mapping and connection status; built from the token-free projection only.
+
+    `reconnect_url(user)` is a connect link signed for the connection's own user: only that
+    user may take the company's connection over again (the sync service refuses others).
+    """
     customer = {
         "local_customer_id": mapping.get("local_customer_id") or mapping["_id"],
         "realm_id": mapping["realm_id"],
@@ -104,7 +114,7 @@ def render_customer(
     user = connection.get("user_id")
     reconnect = None
     if status != "active" and isinstance(user, str) and user:
-        reconnect = f"{sync_public_url.rstrip('/')}/oauth/connect?{urlencode({'user': user})}"
+        reconnect = reconnect_url(user)
     return {
         "customer": customer,
         "connection": {
@@ -171,19 +181,18 @@ async def _refresh_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def api_routes(ctx: RouteContext) -> list[Route]:
-    def authenticated(handler: Handler) -> Handler:
-        async def checked(request: Request) -> Response:
-            if not ctx.tokens.accepts(bearer_token(request.headers.get("authorization"))):
-                return error(
-                    401,
-                    "unauthorized",
-                    "send a valid API token as 'Authorization: Bearer <token>'",
-                    {"WWW-Authenticate": 'Bearer realm="qbo-sync"'},
-                )
-            return await handler(request)
+def unauthorized() -> Response:
+    return error(
+        401,
+        "unauthorized",
+        "send a valid API token as 'Authorization: Bearer <token>'",
+        {"WWW-Authenticate": 'Bearer realm="qbo-sync"'},
+    )
 
-        return checked
+
+def api_routes(ctx: RouteContext) -> list[Route]:
+    guard = Guard(ctx.tokens, unauthorized)
+    publisher = Publisher(ctx.publications, ctx.producer, ctx.commands_topic, ctx.clock)
 
     async def mapping_of(local_customer_id: str) -> Document:
         mapping = await ctx.sync_records.mapping(local_customer_id)
@@ -233,16 +242,17 @@ def api_routes(ctx: RouteContext) -> list[Route]:
             requested = await request_refresh(
                 mapping,
                 commands=ctx.commands,
-                producer=ctx.producer,
-                topic=ctx.commands_topic,
-                clock=ctx.clock,
+                publisher=publisher,
                 idempotency_key=key,
                 correlation_id=body.get("correlation_id"),
             )
         except PublishFailed as exc:
             log.warning("api.refresh_not_published", customer=local_customer_id, error=str(exc))
             raise ApiError(
-                503, "unavailable", "the command could not be queued; retry (same Idempotency-Key)"
+                503,
+                "unavailable",
+                "the command could not be queued; retry (same Idempotency-Key)",
+                {"Retry-After": RETRY_AFTER_S},
             ) from None
         if requested.created:
             ctx.metrics.commands.labels("RefreshInvoices").inc()
@@ -275,7 +285,11 @@ def api_routes(ctx: RouteContext) -> list[Route]:
     async def get_customer(request: Request) -> Response:
         mapping = await mapping_of(_customer_id(request))
         connection = await ctx.sync_records.connection(mapping["realm_id"])
-        return JSON(render_customer(mapping, connection, ctx.sync_public_url))
+        return JSON(
+            render_customer(
+                mapping, connection, lambda user: ctx.links.url(ctx.sync_public_url, user)
+            )
+        )
 
     async def healthz(_: Request) -> Response:
         return JSON({"status": "ok"})
@@ -322,15 +336,20 @@ def api_routes(ctx: RouteContext) -> list[Route]:
         return FileResponse(STATIC_DIR / name, media_type=media_type, headers=_PAGE_HEADERS)
 
     customer = "/api/customers/{localCustomerId}"
-    return [
-        Route(f"{customer}/invoices", authenticated(list_invoices), methods=["GET"]),
-        Route(f"{customer}/refreshInvoices", authenticated(refresh_invoices), methods=["POST"]),
-        Route("/api/commands/{commandId}", authenticated(get_command), methods=["GET"]),
-        Route(customer, authenticated(get_customer), methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/", dashboard, methods=["GET"]),
-        Route("/static/{asset}", asset, methods=["GET"]),
-    ]
+    service, probe_rule, page = Rule.SERVICE, Rule.PROBE, Rule.PUBLIC_PAGE
+    return checked_routes(
+        [
+            Route(f"{customer}/invoices", guard(service, list_invoices), methods=["GET"]),
+            Route(
+                f"{customer}/refreshInvoices", guard(service, refresh_invoices), methods=["POST"]
+            ),
+            Route("/api/commands/{commandId}", guard(service, get_command), methods=["GET"]),
+            Route(customer, guard(service, get_customer), methods=["GET"]),
+            Route("/healthz", guard(probe_rule, healthz), methods=["GET"]),
+            Route("/readyz", guard(probe_rule, readyz), methods=["GET"]),
+            Route("/metrics", guard(probe_rule, metrics), methods=["GET"]),
+            Route("/openapi.json", guard(page, openapi), methods=["GET"]),
+            Route("/", guard(page, dashboard), methods=["GET"]),
+            Route("/static/{asset}", guard(page, asset), methods=["GET"]),
+        ]
+    )

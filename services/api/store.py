@@ -186,8 +186,10 @@ class QueuedCommand:
 
 
 class CommandRecords:
-    """`commands` status documents: the api writes `queued` before it publishes a command; the
-    sync worker upserts the rest (running, succeeded, failed, needs_reauth)."""
+    """`commands` status documents: the api inserts `queued` before it publishes a command and
+    never writes it again; the sync worker updates it (running, succeeded, failed, needs_reauth).
+    One writer after the insert, because FerretDB v1 applies an update by rewriting the whole
+    document it read: two writers of one record can undo each other's fields."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._commands = db["commands"]
@@ -203,21 +205,79 @@ class CommandRecords:
             raise  # inserted by someone and removed since: let the caller answer 5xx/retry
         return QueuedCommand(doc, created=True)
 
-    async def mark_published(self, command_id: str, at: datetime) -> None:
-        # Only the marker: the worker may already have moved the status on.
-        await self._commands.update_one({"_id": command_id}, {"$set": {"published_at": at}})
-
-    async def fail_unpublished(self, command_id: str, reason: str) -> None:
-        await self._commands.update_one(
-            {"_id": command_id, "status": "queued", "published_at": {"$exists": False}},
-            {"$set": {"status": "failed", "reason": reason}},
-        )
-
-    async def requeue_unpublished(self, command_id: str) -> None:
-        await self._commands.update_one(
-            {"_id": command_id, "status": "failed", "published_at": {"$exists": False}},
-            {"$set": {"status": "queued", "reason": None}},
-        )
-
     async def get(self, command_id: str) -> Document | None:
         return await self._commands.find_one({"_id": command_id})
+
+
+class Outcome(StrEnum):
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One attempt to publish a command; `outcome` is None while it is under way."""
+
+    command_id: str
+    number: int
+    claimed_at: datetime
+    outcome: Outcome | None
+    reason: str | None = None
+
+
+class CommandPublications:
+    """`command_publications`: who publishes a command, one document per attempt.
+
+    Attempt n of a command is the document `<command_id>#<n>`. Inserting it is the claim: the
+    server accepts one insert of an `_id`, so of any number of concurrent requests exactly one
+    publishes (a guarded update would not do: FerretDB v1 lets several guarded updates of one
+    document succeed at once). Only the claimant writes its attempt's outcome afterwards.
+    """
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._publications = db["command_publications"]
+
+    async def latest(self, command_id: str) -> Publication | None:
+        """The newest attempt (attempts are few: one, plus one per failed or abandoned one)."""
+        latest = None
+        number = 0
+        while doc := await self._publications.find_one({"_id": f"{command_id}#{number}"}):
+            outcome = doc.get("outcome")
+            latest = Publication(
+                command_id,
+                number,
+                doc["claimed_at"],
+                Outcome(outcome) if outcome else None,
+                doc.get("reason"),
+            )
+            number += 1
+        return latest
+
+    async def claim(self, command_id: str, number: int, at: datetime) -> bool:
+        """Take attempt `number`; False when another request took it first."""
+        try:
+            await self._publications.insert_one(
+                {
+                    "_id": f"{command_id}#{number}",
+                    "command_id": command_id,
+                    "number": number,
+                    "claimed_at": at,
+                    "outcome": None,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def settle(
+        self,
+        command_id: str,
+        number: int,
+        outcome: Outcome,
+        at: datetime,
+        reason: str | None = None,
+    ) -> None:
+        await self._publications.update_one(
+            {"_id": f"{command_id}#{number}"},
+            {"$set": {"outcome": outcome.value, "settled_at": at, "reason": reason}},
+        )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from services.common.settings import Settings
 
@@ -72,6 +72,28 @@ def make_consumer(
     )
 
 
+class TopicsRefused(KafkaError):  # type: ignore[misc]  # aiokafka ships no type hints
+    """The broker refused to create some topics; `reasons` maps each topic to why."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        self.reasons = reasons
+        super().__init__("; ".join(f"{name}: {why}" for name, why in sorted(reasons.items())))
+
+
+def _refused_topics(response: object) -> dict[str, str]:
+    """Per-topic errors of a CreateTopics answer. aiokafka returns them instead of raising, so
+    a refused topic (bad replication factor, bad config, no authorization) would otherwise pass
+    for created. "Already exists" is not a refusal: another process won the race."""
+    refused: dict[str, str] = {}
+    for entry in getattr(response, "topic_errors", None) or ():
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0 or code == TopicAlreadyExistsError.errno:
+            continue
+        refused[name] = message or for_code(code).__name__
+    return refused
+
+
 async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> None:
     """Create missing topics; existing ones are left as they are (idempotent)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
@@ -90,9 +112,12 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> N
         ]
         if new:
             try:
-                await admin.create_topics(new)
+                response = await admin.create_topics(new)
             except TopicAlreadyExistsError:
-                pass  # another process won the race; the topic exists, which is all we need
+                response = None  # another process won the race; the topic exists
+            refused = _refused_topics(response)
+            if refused:
+                raise TopicsRefused(refused)
             log.info("kafka.topics_created", topics=[t.name for t in new])
     finally:
         await admin.close()

@@ -27,7 +27,14 @@ class IndexSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def make_client(uri: str, app_name: str = "qbo-sync") -> AsyncMongoClient[Document]:
+def make_client(
+    uri: str, app_name: str = "qbo-sync", operation_timeout_s: float | None = None
+) -> AsyncMongoClient[Document]:
+    """A client; with `operation_timeout_s`, every operation (server selection included) gives
+    up after that long: for request paths, which answer 503 rather than keep a caller waiting."""
+    limits: dict[str, Any] = {}
+    if operation_timeout_s is not None:
+        limits["timeoutMS"] = int(operation_timeout_s * 1000)
     return AsyncMongoClient(
         uri,
         appname=app_name,
@@ -38,6 +45,7 @@ def make_client(uri: str, app_name: str = "qbo-sync") -> AsyncMongoClient[Docume
         # Our writes are guarded and idempotent, so handlers retry them themselves; server-side
         # retryable writes (txnNumber on a session) are not relied upon.
         retryWrites=False,
+        **limits,
     )
 
 

@@ -51,13 +51,25 @@ class Settings(BaseSettings):
     command_max_attempts: int = Field(default=3, ge=1)
     outbox_sweep_interval_s: float = Field(default=30.0, gt=0)
 
-    # Secrets of our own. Empty encryption keys mean "generate a throw-away key" and are only
-    # accepted when `environment` is "local" (see services.sync.app).
+    # Secrets of our own. Left empty, they fall back to published development values, which
+    # only `environment` "local" accepts, and only on a loopback address
+    # (services.common.credentials); anything else refuses to start.
     token_encryption_keys: SecretStr = SecretStr("")
     token_encryption_primary_key_id: str = ""
     oauth_state_secret: SecretStr = SecretStr("")
+    # Bearer tokens of the api's /api routes, and of the sync service's tenant endpoints
+    # (mapping, connections, stats, connect links); comma-separated so tokens can be rolled.
     api_tokens: SecretStr = SecretStr("")
+    sync_api_tokens: SecretStr = SecretStr("")
+    # Signs the short-lived links that start a QBO connect for one app user; the sync service
+    # verifies them and the api signs the dashboard's "reconnect" links with it.
+    connect_link_secret: SecretStr = SecretStr("")
     environment: str = "local"
+
+    # HTTP request paths of both services: how long a request waits for MongoDB before it
+    # answers 503 with Retry-After (server selection included), so an unreachable or frozen
+    # database costs callers seconds, not minutes.
+    request_timeout_s: float = Field(default=2.5, gt=0)
 
     # Logging.
     log_level: str = "INFO"

@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 
 import uvicorn
 
+from services.common.credentials import InsecureConfiguration, require_own_secrets
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
-from services.sync.app import sync_service
+from services.sync.app import OWN_SECRETS, sync_service
 
 
 async def serve(host: str, port: int, role: str) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    require_own_secrets(settings, OWN_SECRETS, host if role in ("all", "web") else None)
     stop = asyncio.Event()
     async with sync_service(settings) as service:
         worker = (
@@ -47,7 +50,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--role", choices=["all", "web", "worker"], default="all")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.role))
+    try:
+        asyncio.run(serve(args.host, args.port, args.role))
+    except InsecureConfiguration as exc:
+        sys.exit(f"refusing to start: {exc}")
 
 
 if __name__ == "__main__":

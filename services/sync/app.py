@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,28 +13,36 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.common.access import Guard, Rule, checked_routes
+from services.common.connect_links import ConnectLinks, load_connect_link_secret
+from services.common.credentials import BearerTokens, development_secret, require_own_secrets
 from services.common.crypto import KeyRing
 from services.common.kafka import ensure_topics, make_consumer, make_producer, topics_for
 from services.common.messages import Command
 from services.common.mongo import Document, ensure_indexes, make_client
 from services.common.settings import Settings
+from services.common.unavailable import RequestDeadline, unavailable_handlers
 from services.sync import store as store_module
 from services.sync import vault as vault_module
+from services.sync.access import load_sync_tokens, unauthorized
 from services.sync.events import InvoiceEvents
 from services.sync.handlers import Dependencies
 from services.sync.oauth import state as state_module
 from services.sync.oauth.flow import OAuthFlow
 from services.sync.oauth.intuit import IntuitOAuthClient
+from services.sync.oauth.realm_proof import RealmProof
 from services.sync.oauth.state import StateSigner, StateStore
 from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.client import QboClient
+from services.sync.quickbooks.tokens import TokenSource
 from services.sync.store import CdcCheckpoints, CommandLog, CustomerMappings, InvoiceStore, Outbox
 from services.sync.vault import TokenVault
-from services.sync.web import JSON, mapping_routes, oauth_routes
+from services.sync.web import JSON, internal_error, mapping_routes, oauth_routes
 from services.sync.webhooks import webhook_routes
 from services.sync.worker import CommandWorker, WorkerOptions
 
@@ -46,16 +53,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class InsecureConfiguration(RuntimeError):
-    pass
-
-
-def _local_only_secret(settings: Settings, purpose: str) -> bytes:
-    # A stable, public development secret so `make run` survives restarts. Anything but the
-    # local environment must configure real secrets; see `load_keys`.
-    if settings.environment != "local":
-        raise InsecureConfiguration(f"{purpose} must be configured outside local development")
-    return hashlib.sha256(f"qbo-sync local development {purpose}".encode()).digest()
+# Secrets whose defaults are published: outside local development each must be configured.
+OWN_SECRETS = (
+    "token_encryption_keys",
+    "oauth_state_secret",
+    "connect_link_secret",
+    "sync_api_tokens",
+    "qbo_webhook_verifier_token",
+)
 
 
 def load_keys(settings: Settings) -> KeyRing:
@@ -63,14 +68,15 @@ def load_keys(settings: Settings) -> KeyRing:
     if configured:
         primary = settings.token_encryption_primary_key_id or configured.split(":", 1)[0]
         return KeyRing.from_env_string(configured, primary)
-    return KeyRing({"local": _local_only_secret(settings, "TOKEN_ENCRYPTION_KEYS")}, "local")
+    # Published; `sync_service` has already refused it anywhere but local mode.
+    return KeyRing({"local": development_secret("TOKEN_ENCRYPTION_KEYS")}, "local")
 
 
 def load_state_secret(settings: Settings) -> bytes:
     configured = settings.oauth_state_secret.get_secret_value()
     if configured:
         return configured.encode()
-    return _local_only_secret(settings, "OAUTH_STATE_SECRET")
+    return development_secret("OAUTH_STATE_SECRET")
 
 
 @dataclass
@@ -86,27 +92,49 @@ class SyncService:
     producer: AIOKafkaProducer
     commands: CommandLog
     deps: Dependencies
+    tokens: BearerTokens
+    links: ConnectLinks
 
     def web_app(self) -> Starlette:
+        guard = Guard(self.tokens, unauthorized)
+
         async def healthz(_: Request) -> Response:
             return JSON({"status": "ok"})
 
         async def stats(_: Request) -> Response:
-            # Intuit meters reads per realm: this is the figure to watch.
+            # Intuit meters reads per realm: this is the figure to watch. It names every
+            # connected realm, so only the service's callers may read it.
             return JSON({"qbo_calls_by_realm": dict(self.qbo.calls)})
 
         routes = [
-            Route("/healthz", healthz),
-            Route("/stats", stats),
+            Route("/healthz", guard(Rule.PROBE, healthz), methods=["GET"]),
+            Route("/stats", guard(Rule.SERVICE, stats), methods=["GET"]),
             *oauth_routes(
-                self.oauth, self.vault, secure_cookies=self.settings.environment != "local"
+                self.oauth,
+                self.vault,
+                self.links,
+                guard,
+                public_url=self.settings.sync_public_url,
+                secure_cookies=self.settings.environment != "local",
             ),
-            *mapping_routes(self.deps),
-            *webhook_routes(
-                self.settings.qbo_webhook_verifier_token.get_secret_value(), self.publish
+            *mapping_routes(self.deps, guard),
+            *guard.routes(
+                Rule.WEBHOOK_SIGNATURE,
+                webhook_routes(
+                    self.settings.qbo_webhook_verifier_token.get_secret_value(), self.publish
+                ),
             ),
         ]
-        return Starlette(routes=routes)
+        return Starlette(
+            routes=checked_routes(routes),
+            # MongoDB operations of a request give up after request_timeout_s; a database or
+            # Kafka that does not answer is a 503 with Retry-After, anything else a JSON 500.
+            middleware=[Middleware(RequestDeadline, seconds=self.settings.request_timeout_s)],
+            exception_handlers={
+                **unavailable_handlers(internal_error),
+                Exception: internal_error,
+            },
+        )
 
     async def publish(self, commands: Sequence[Command]) -> None:
         """Produce commands keyed by realm and wait until Kafka acknowledged all of them."""
@@ -155,6 +183,9 @@ class SyncService:
 @asynccontextmanager
 async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[SyncService]:
     """Build the service's adapters, yield them, and close them all afterwards."""
+    require_own_secrets(settings, OWN_SECRETS, host=None)
+    tokens = load_sync_tokens(settings)
+    links = ConnectLinks(load_connect_link_secret(settings), clock)
     http = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=60, connect=10),
         raise_for_status=False,
@@ -180,15 +211,32 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             clock=clock,
         )
         vault = TokenVault(db, load_keys(settings), intuit, clock)
+        budget = RealmBudget()
         qbo = QboClient(
             http,
             settings.qbo_api_base_url,
             vault,
             minor_version=settings.qbo_minor_version,
-            budget=RealmBudget(),
+            budget=budget,
         )
+
+        def proof_client(tokens: TokenSource) -> QboClient:
+            client = QboClient(
+                http,
+                settings.qbo_api_base_url,
+                tokens,
+                minor_version=settings.qbo_minor_version,
+                budget=budget,
+            )
+            client.calls = qbo.calls  # Intuit meters the proof read too: count it in /stats
+            return client
+
         flow = OAuthFlow(
-            StateSigner(load_state_secret(settings), clock), StateStore(db), intuit, vault
+            StateSigner(load_state_secret(settings), clock),
+            StateStore(db),
+            intuit,
+            vault,
+            RealmProof(proof_client),
         )
         invoices = InvoiceStore(db, clock)
         outbox = Outbox(db, clock)
@@ -215,6 +263,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             producer,
             CommandLog(db, clock),
             deps,
+            tokens,
+            links,
         )
     finally:
         await producer.stop()

@@ -30,9 +30,11 @@ log = structlog.get_logger(__name__)
 
 
 def _iso(value: datetime) -> str:
+    # Milliseconds, what a BSON date holds: an event built from a version just written and the
+    # same event built again from the stored document (an outbox flush) must be the same bytes.
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def invoice_updated(doc: Document) -> dict[str, Any]:

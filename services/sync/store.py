@@ -46,6 +46,11 @@ HELD_FIELDS: Document = {
 }
 
 
+def to_millis(value: datetime) -> datetime:
+    """`value` with the precision a BSON date keeps."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def _day(value: date | None) -> str | None:
     # Dates as ISO strings: BSON has no date-only type and a midnight datetime invites
     # time-zone bugs; ISO strings also sort correctly.
@@ -175,7 +180,9 @@ class InvoiceStore:
     ) -> tuple[list[Document], set[str]]:
         if not records:
             return [], set()
-        now = self._clock()
+        # As stored: a BSON date keeps milliseconds, and the documents returned here are the
+        # ones events are built from first (the outbox rebuilds them from the stored copy).
+        now = to_millis(self._clock())
         inserts: list[Document] = []
         updates: list[UpdateOne] = []
         updated: list[Document] = []
@@ -345,32 +352,63 @@ class CommandStatus(StrEnum):
     NEEDS_REAUTH = "needs_reauth"
 
 
+FINISHED = [
+    s.value for s in (CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.NEEDS_REAUTH)
+]
+# Matches a command record that has not finished yet (or none at all, with an upsert).
+_UNFINISHED: Document = {"status": {"$nin": FINISHED}}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a command, as recorded when it started."""
+
+    number: int
+    started_at: datetime
+
+
 class CommandLog:
-    """Status of every command, queryable by command id (docs/data-model.md)."""
+    """Status of every command, queryable by command id (docs/data-model.md).
+
+    Statuses only move forward: queued -> running -> succeeded | failed | needs_reauth. Every
+    write is filtered on "not finished yet"; when the record has finished, the upsert would
+    insert a second document with the same `_id` and the server refuses it, so a late or
+    duplicate write changes nothing. The terminal write repeats the attempt's `attempts` and
+    `started_at`: FerretDB v1 applies an update by rewriting the whole document it read, so a
+    concurrent write could otherwise put back a copy without them. Only the sync worker
+    updates these records; the api inserts the `queued` one and never touches it again.
+    """
 
     def __init__(self, db: AsyncDatabase[Document], clock: Clock) -> None:
         self._commands = db["commands"]
         self._clock = clock
 
-    async def running(self, command: Command, attempt: int) -> None:
+    async def running(self, command: Command, attempt: int) -> Attempt | None:
+        """Record that an attempt starts; None when the command has already finished."""
         body = command.to_dict()
-        await self._commands.update_one(
-            {"_id": command.command_id},
-            {
-                "$set": {
-                    "type": command.type,
-                    "realm_id": command.realm_id,
-                    "local_customer_id": body.get("local_customer_id"),
-                    "issued_at": command.issued_at,
-                    "issued_by": command.issued_by,
-                    "status": CommandStatus.RUNNING.value,
-                    "started_at": self._clock(),
-                    "attempts": attempt,
-                    "reason": None,
-                }
-            },
-            upsert=True,
-        )
+        started = Attempt(attempt, self._clock())
+        try:
+            await self._commands.update_one(
+                {"_id": command.command_id, **_UNFINISHED},
+                {
+                    "$set": {
+                        "type": command.type,
+                        "realm_id": command.realm_id,
+                        "local_customer_id": body.get("local_customer_id"),
+                        "issued_at": command.issued_at,
+                        "issued_by": command.issued_by,
+                        "status": CommandStatus.RUNNING.value,
+                        "started_at": started.started_at,
+                        "reason": None,
+                    },
+                    # A redelivery starts counting again; the record keeps the highest count.
+                    "$max": {"attempts": attempt},
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return None
+        return started
 
     async def finished(
         self,
@@ -378,11 +416,24 @@ class CommandLog:
         status: CommandStatus,
         reason: str | None = None,
         result: dict[str, Any] | None = None,
-    ) -> None:
+        attempt: Attempt | None = None,
+    ) -> bool:
+        """Record the outcome; False when the command had already finished (the first wins)."""
         update: Document = {"status": status.value, "finished_at": self._clock(), "reason": reason}
         if result is not None:
             update["result"] = result
-        await self._commands.update_one({"_id": command_id}, {"$set": update}, upsert=True)
+        if attempt is not None:
+            update["started_at"] = attempt.started_at
+        changes: Document = {"$set": update}
+        if attempt is not None:
+            changes["$max"] = {"attempts": attempt.number}
+        try:
+            await self._commands.update_one(
+                {"_id": command_id, **_UNFINISHED}, changes, upsert=True
+            )
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def get(self, command_id: str) -> Document | None:
         return await self._commands.find_one({"_id": command_id})

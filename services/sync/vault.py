@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.common.crypto import KeyRing
 from services.common.mongo import Document, IndexSpec
@@ -56,6 +56,14 @@ class NotConnected(Exception):
     def __init__(self, realm_id: str) -> None:
         self.realm_id = realm_id
         super().__init__(f"realm {realm_id} is not connected")
+
+
+class RealmOwnedByAnotherUser(Exception):
+    """The realm is connected by another app user; only that user may connect it again."""
+
+    def __init__(self, realm_id: str) -> None:
+        self.realm_id = realm_id
+        super().__init__(f"realm {realm_id} is connected by another user")
 
 
 @dataclass(frozen=True)
@@ -113,25 +121,39 @@ class TokenVault:
     async def connect(self, realm_id: str, user_id: str, grant: TokenGrant) -> Connection:
         """Store the tokens of a fresh consent (the OAuth callback). A re-connect replaces the
         old tokens and bumps the version, so an in-flight refresh of the old grant loses its
-        compare-and-swap instead of overwriting the new tokens."""
+        compare-and-swap instead of overwriting the new tokens.
+
+        A realm belongs to the app user who connected it until it is disconnected: another
+        user's consent raises `RealmOwnedByAnotherUser` instead of silently taking the
+        connection (and the customers mapped to it) over."""
         now = self._clock()
-        doc = await self._connections.find_one_and_update(
-            {"_id": realm_id},
-            {
-                "$set": {
-                    "realm_id": realm_id,
-                    "user_id": user_id,
-                    "status": ConnectionStatus.ACTIVE.value,
-                    "reauth_reason": None,
-                    "updated_at": now,
-                    **self._sealed(realm_id, grant),
+        # One atomic step: the filter matches only our own or a released connection, so a
+        # realm owned by someone else makes the upsert collide on `_id` instead of replacing it.
+        owned_or_free = {
+            "_id": realm_id,
+            "$or": [{"user_id": user_id}, {"status": ConnectionStatus.DISCONNECTED.value}],
+        }
+        try:
+            doc = await self._connections.find_one_and_update(
+                owned_or_free,
+                {
+                    "$set": {
+                        "realm_id": realm_id,
+                        "user_id": user_id,
+                        "status": ConnectionStatus.ACTIVE.value,
+                        "reauth_reason": None,
+                        "updated_at": now,
+                        **self._sealed(realm_id, grant),
+                    },
+                    "$setOnInsert": {"connected_at": now},
+                    "$inc": {"version": 1},
                 },
-                "$setOnInsert": {"connected_at": now},
-                "$inc": {"version": 1},
-            },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            log.warning("connection.takeover_refused", realm_id=realm_id, user_id=user_id)
+            raise RealmOwnedByAnotherUser(realm_id) from None
         assert doc is not None  # upsert with AFTER always returns the document
         log.info("connection.connected", realm_id=realm_id, user_id=user_id)
         return self._open(doc)

@@ -1,4 +1,6 @@
-"""The sync service's HTTP surface: connect/disconnect a QBO company and health checks.
+"""The sync service's HTTP surface: connect/disconnect a QBO company, map customers.
+
+Each route carries its authorization rule (`services.common.access`).
 
 Every error is a JSON body `{"error": code, "message": text}` (or a small HTML page when a
 browser asks), never a stack trace. Nothing here returns a token.
@@ -11,11 +13,14 @@ import html
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from services.common import jsoncodec
+from services.common.access import Guard, Rule
+from services.common.connect_links import USER_ID, ConnectLinks, LinkRejected
 from services.common.messages import MapCustomer
 from services.common.schemas import MessageInvalid, default_schemas
 from services.sync import handlers
@@ -25,6 +30,9 @@ from services.sync.quickbooks.errors import QboError, ReauthRequired
 from services.sync.vault import NotConnected, TokenVault
 
 NONCE_COOKIE = "qbo_oauth_nonce"
+MAX_BODY_BYTES = 16 * 1024
+
+log = structlog.get_logger(__name__)
 
 
 class JSON(JSONResponse):
@@ -42,13 +50,60 @@ def error(status: int, code: str, message: str, request: Request | None = None) 
     return JSON({"error": code, "message": message}, status_code=status)
 
 
-def oauth_routes(flow: OAuthFlow, vault: TokenVault, secure_cookies: bool) -> list[Route]:
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: logged here, answered as JSON without internals."""
+    log.error(
+        "sync.unhandled_exception", path=request.url.path, method=request.method, exc_info=exc
+    )
+    return JSON({"error": "internal", "message": "internal server error"}, status_code=500)
+
+
+def oauth_routes(
+    flow: OAuthFlow,
+    vault: TokenVault,
+    links: ConnectLinks,
+    guard: Guard,
+    *,
+    public_url: str,
+    secure_cookies: bool,
+) -> list[Route]:
+    async def create_link(request: Request) -> Response:
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        user_id = body.get("user_id")
+        if not isinstance(user_id, str) or not USER_ID.match(user_id):
+            return error(400, "bad_user", "user_id must be 1-128 of A-Z a-z 0-9 . _ : @ -")
+        link = links.sign(user_id)
+        return JSON(
+            {
+                "user_id": user_id,
+                "connect_url": link.url(public_url),
+                "expires_at": link.expires_at,
+            },
+            status_code=201,
+        )
+
     async def connect(request: Request) -> Response:
+        token = request.query_params.get("link")
+        if not token:
+            return error(
+                401,
+                "link_required",
+                "connecting starts from a connect link signed for the app user; "
+                "ask the app for a new one",
+                request,
+            )
         try:
-            started = await flow.start(request.query_params.get("user"))
+            user_id = links.verify(token)
+        except LinkRejected as exc:
+            return error(401, "bad_link", exc.reason, request)
+        try:
+            started = await flow.start(user_id)
         except ConnectRejected as exc:
             return error(exc.status, exc.code, exc.reason, request)
         response = RedirectResponse(started.authorize_url, status_code=302)
+        response.headers["Referrer-Policy"] = "no-referrer"  # the link is a credential for a while
         response.set_cookie(
             NONCE_COOKIE,
             started.state.nonce,
@@ -95,11 +150,32 @@ def oauth_routes(flow: OAuthFlow, vault: TokenVault, secure_cookies: bool) -> li
 
     realm = "{realm_id:str}"
     return [
-        Route("/oauth/connect", connect, methods=["GET"]),
-        Route("/oauth/callback", callback, methods=["GET"]),
-        Route(f"/connections/{realm}/disconnect", _realm_checked(disconnect), methods=["POST"]),
-        Route(f"/connections/{realm}", _realm_checked(show), methods=["GET"]),
+        Route("/connect-links", guard(Rule.SERVICE, create_link), methods=["POST"]),
+        Route("/oauth/connect", guard(Rule.CONNECT_LINK, connect), methods=["GET"]),
+        Route("/oauth/callback", guard(Rule.OAUTH_STATE, callback), methods=["GET"]),
+        Route(
+            f"/connections/{realm}/disconnect",
+            guard(Rule.SERVICE, _realm_checked(disconnect)),
+            methods=["POST"],
+        ),
+        Route(f"/connections/{realm}", guard(Rule.SERVICE, _realm_checked(show)), methods=["GET"]),
     ]
+
+
+async def _json_object(request: Request) -> dict[str, Any] | Response:
+    """The request's JSON object body, read up to `MAX_BODY_BYTES`, or the 4xx to answer."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return error(413, "too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
+    try:
+        body = jsoncodec.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "bad_json", "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return error(400, "bad_json", "the body must be a JSON object")
+    return body
 
 
 def _realm_checked(
@@ -114,7 +190,7 @@ def _realm_checked(
     return checked
 
 
-def mapping_routes(deps: Dependencies) -> list[Route]:
+def mapping_routes(deps: Dependencies, guard: Guard) -> list[Route]:
     """`POST /customers/{localCustomerId}/mapping`: map synchronously and say what happened.
 
     Body: `{"realm_id": "...", "display_name": "..."}` or `{"realm_id": "...",
@@ -123,12 +199,9 @@ def mapping_routes(deps: Dependencies) -> list[Route]:
 
     async def map_customer(request: Request) -> Response:
         local_id = request.path_params["local_customer_id"]
-        try:
-            body = jsoncodec.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            return error(400, "bad_json", "the body must be a JSON object")
-        if not isinstance(body, dict):
-            return error(400, "bad_json", "the body must be a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
         try:
             command = MapCustomer(
                 realm_id=str(body.get("realm_id", "")),
@@ -154,5 +227,9 @@ def mapping_routes(deps: Dependencies) -> list[Route]:
         return JSON({"mapping": dataclasses.asdict(mapping)})
 
     return [
-        Route("/customers/{local_customer_id:str}/mapping", map_customer, methods=["POST", "PUT"]),
+        Route(
+            "/customers/{local_customer_id:str}/mapping",
+            guard(Rule.SERVICE, map_customer),
+            methods=["POST", "PUT"],
+        ),
     ]

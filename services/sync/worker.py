@@ -6,6 +6,8 @@ Guarantees (DESIGN.md invariants 1 and 5):
   process;
 - an offset is committed only after the command's writes and events are durable; a crash means
   redelivery, and handlers are idempotent;
+- a command runs once: one whose record says it finished is not run again (a duplicate publish
+  costs no QBO reads), while one left `running` by a crash is, so its work is completed;
 - a command that cannot be parsed, or that keeps failing, goes to the dead-letter topic with
   the reason and the original bytes, and the consumer moves on.
 """
@@ -42,7 +44,7 @@ from services.sync.quickbooks.errors import (
     QboUnavailable,
     ReauthRequired,
 )
-from services.sync.store import CommandLog, CommandStatus
+from services.sync.store import Attempt, CommandLog, CommandStatus
 from services.sync.vault import NotConnected
 
 log = structlog.get_logger(__name__)
@@ -90,6 +92,7 @@ class CommandWorker:
         self._sleep = sleep
         self._partitioner = DefaultPartitioner()
         self.processed = 0
+        self.skipped = 0
         self.dead_lettered = 0
 
     # -- main loops ---------------------------------------------------------------------------
@@ -153,37 +156,58 @@ class CommandWorker:
         bound = log.bind(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
-        for attempt in range(1, self._options.max_attempts + 1):
+        for number in range(1, self._options.max_attempts + 1):
+            attempt: Attempt | None = None
             try:
-                await self._commands.running(command, attempt)
+                attempt = await self._commands.running(command, number)
+                if attempt is None:
+                    await self._skip_finished(command)
+                    return
                 result = await self.dispatch(command)
             except ReauthRequired as exc:
-                await self._finish(command, CommandStatus.NEEDS_REAUTH, str(exc))
+                await self._finish(command, attempt, CommandStatus.NEEDS_REAUTH, str(exc))
                 return
             except (CommandRejected, QboRequestError, NotConnected) as exc:
                 details = exc.details if isinstance(exc, CommandRejected) else None
                 bound.info("command.rejected", reason=str(exc))
-                await self._finish(command, CommandStatus.FAILED, str(exc), details)
+                await self._finish(command, attempt, CommandStatus.FAILED, str(exc), details)
                 return
             except Exception as exc:
                 transient = isinstance(exc, TRANSIENT)
                 bound.warning(
                     "command.attempt_failed",
-                    attempt=attempt,
+                    attempt=number,
                     transient=transient,
                     error=f"{type(exc).__name__}: {exc}",
                     exc_info=not transient,
                 )
-                if attempt == self._options.max_attempts:
-                    reason = f"gave up after {attempt} attempts: {type(exc).__name__}: {exc}"
+                if number == self._options.max_attempts:
+                    reason = f"gave up after {number} attempts: {type(exc).__name__}: {exc}"
                     await self.dead_letter(record, reason, type(exc).__name__)
-                    await self._finish(command, CommandStatus.FAILED, reason)
+                    await self._finish(command, attempt, CommandStatus.FAILED, reason)
                     return
-                await self._sleep(self._options.retry_base_delay_s * 2 ** (attempt - 1))
+                await self._sleep(self._options.retry_base_delay_s * 2 ** (number - 1))
             else:
-                await self._finish(command, CommandStatus.SUCCEEDED, None, result)
+                await self._finish(command, attempt, CommandStatus.SUCCEEDED, None, result)
                 self.processed += 1
                 return
+
+    async def _skip_finished(self, command: Command) -> None:
+        """A command that already finished is not run again (its QBO reads are metered).
+
+        It arrives again when it was published twice (an api retry, a replay) or when a worker
+        died after finishing it but before committing its offset. Its finished record was written
+        only after its events were acknowledged, so nothing is owed, except by an attempt that
+        gave up between a write and its events: those outbox entries are flushed here.
+        """
+        owed = await self._deps.events.flush(command_id=command.command_id)
+        self.skipped += 1
+        log.info(
+            "command.already_finished",
+            command_id=command.command_id,
+            realm_id=command.realm_id,
+            events=owed,
+        )
 
     async def dispatch(self, command: Command) -> dict[str, Any]:
         if isinstance(command, RefreshInvoices):
@@ -198,11 +222,15 @@ class CommandWorker:
     async def _finish(
         self,
         command: Command,
+        attempt: Attempt | None,
         status: CommandStatus,
         reason: str | None,
         result: dict[str, Any] | None = None,
     ) -> None:
-        await self._commands.finished(command.command_id, status, reason, result)
+        if not await self._commands.finished(command.command_id, status, reason, result, attempt):
+            # Another worker (the partition moved meanwhile) finished it first; its outcome stays.
+            log.info("command.finished_elsewhere", command_id=command.command_id)
+            return
         log.info(
             "command.finished", command_id=command.command_id, status=status.value, reason=reason
         )

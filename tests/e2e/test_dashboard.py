@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 from pymongo.asynchronous.database import AsyncDatabase
+from yarl import URL
 
+from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.kafka import make_consumer
 from services.common.messages import RefreshInvoices, parse_command
 from services.common.mongo import Document
@@ -195,7 +197,11 @@ async def test_dashboard_filters_by_status(page: Page, api: RunningApi) -> None:
 
 
 async def test_dashboard_offers_a_reconnect_link_when_quickbooks_needs_reauth(
-    page: Page, api: RunningApi, mongo_db: AsyncDatabase[Document], tmp_path: Path
+    page: Page,
+    api: RunningApi,
+    mongo_db: AsyncDatabase[Document],
+    settings: Settings,
+    tmp_path: Path,
 ) -> None:
     await seed_connection(
         mongo_db, status="needs_reauth", reauth_reason="invalid_grant", user_id="bob"
@@ -204,7 +210,11 @@ async def test_dashboard_offers_a_reconnect_link_when_quickbooks_needs_reauth(
     await expect(page.get_by_test_id("connection-status")).to_have_text("Needs reconnect")
     link = page.get_by_test_id("reconnect-link")
     await expect(link).to_be_visible()
-    await expect(link).to_have_attribute("href", "http://127.0.0.1:8000/oauth/connect?user=bob")
+    href = URL(str(await link.get_attribute("href")))
+    assert (href.host, href.port, href.path) == ("127.0.0.1", 8000, "/oauth/connect")
+    # Signed for the connection's own user, so the sync service starts the connect for bob.
+    links = ConnectLinks(load_connect_link_secret(settings), lambda: datetime.now(UTC))
+    assert links.verify(href.query["link"]) == "bob"
     await expect(page.get_by_test_id("reauth")).to_contain_text("invalid_grant")
     await page.screenshot(path=str(tmp_path / "dashboard-needs-reauth.png"), full_page=True)
 

@@ -18,10 +18,12 @@ from playwright.async_api import Page, expect
 
 from bench.stack import Stack
 from services.common import jsoncodec
+from services.sync.access import DEV_SYNC_TOKEN
 
 REALM = "9130350000000001"  # the emulator's default company
 CUSTOMER = "cust-e2e"
 API_AUTH = {"Authorization": "Bearer dev-token"}
+SYNC_AUTH = {"Authorization": f"Bearer {DEV_SYNC_TOKEN}"}
 
 
 def body_of(response: httpx.Response) -> Any:
@@ -39,8 +41,13 @@ async def emulator_post(stack: Stack, http: httpx.AsyncClient, path: str, fields
 
 
 async def connect_company(stack: Stack, http: httpx.AsyncClient, user: str) -> None:
-    """The OAuth dance a browser makes: sync -> Intuit (emulator) consent -> sync callback."""
-    start = await http.get(f"{stack.sync_url}/oauth/connect", params={"user": user})
+    """The app asks sync for a connect link for `user`; the browser follows it: sync -> Intuit
+    (emulator) consent -> sync callback."""
+    link = await http.post(
+        f"{stack.sync_url}/connect-links", json={"user_id": user}, headers=SYNC_AUTH
+    )
+    assert link.status_code == 201, link.text + stack.logs_tail()
+    start = await http.get(link.json()["connect_url"])
     assert start.status_code == 302, start.text + stack.logs_tail()
     consent = await http.get(start.headers["location"])
     assert consent.status_code == 302, consent.text
@@ -119,6 +126,7 @@ async def test_connect_map_refresh_and_watch_a_change_arrive_in_the_dashboard(
         mapped = await http.post(
             f"{stack.sync_url}/customers/{CUSTOMER}/mapping",
             json={"realm_id": REALM, "qbo_customer_id": customer["Id"]},
+            headers=SYNC_AUTH,
         )
         assert mapped.status_code == 200, mapped.text + stack.logs_tail()
 

@@ -266,7 +266,27 @@ async def test_token_of_another_realm_gives_403(
         session, emu, "query", token, realm=OTHER_REALM, query="select * from Invoice"
     )
     assert status == 403
-    assert body["Fault"]["Error"][0]["code"] == "3100"
+    error = body["fault"]["error"][0]
+    assert error["code"] == "3100"
+    assert error["message"] == (
+        "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403"
+    )
+    assert body["fault"]["type"] == "SERVICE"
+    assert isinstance(body["time"], int)
+
+
+async def test_company_info_is_read_with_the_realms_own_token_only(
+    emu: RunningEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    status, body, _ = await api_get(session, emu, f"companyinfo/{REALM}", token)
+    assert status == 200, body
+    assert body["CompanyInfo"]["CompanyName"] == f"Sandbox Company {REALM}"
+
+    status, body, _ = await api_get(
+        session, emu, f"companyinfo/{OTHER_REALM}", token, realm=OTHER_REALM
+    )
+    assert status == 403
+    assert body["fault"]["error"][0]["code"] == "3100"
 
 
 async def test_every_response_has_a_unique_intuit_tid(

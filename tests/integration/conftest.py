@@ -7,6 +7,7 @@ import pytest
 
 from qbo_emulator.testing import RunningEmulator, running_emulator
 from services.common.settings import Settings
+from services.sync.access import DEV_SYNC_TOKEN
 from services.sync.app import SyncService, sync_service
 from tests.support import MovableClock, bound_socket, serve_asgi
 
@@ -20,6 +21,10 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 @pytest.fixture
 def clock() -> MovableClock:
     return MovableClock()
+
+
+# The sync service's published development token, accepted in local mode on loopback.
+SYNC_AUTH = {"Authorization": f"Bearer {DEV_SYNC_TOKEN}"}
 
 
 class SyncUnderTest:
@@ -51,6 +56,7 @@ async def sync(
             "qbo_oauth_token_url": emulator.url("/oauth2/v1/tokens/bearer"),
             "qbo_oauth_revoke_url": emulator.url("/v2/oauth2/tokens/revoke"),
             "qbo_redirect_uri": f"http://{host}:{port}/oauth/callback",
+            "sync_public_url": f"http://{host}:{port}",
             # Fast background loops and retries so tests don't wait on production timings.
             "cdc_poll_interval_s": cdc_interval,
             "cdc_overlap_s": 5.0,

@@ -21,6 +21,7 @@ from services.api.app import api_service
 from services.api.auth import InsecureConfiguration
 from services.api.store import CONNECTION_FIELDS, SyncRecords
 from services.common import jsoncodec
+from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.messages import RefreshInvoices, parse_command
 from services.common.mongo import Document
 from services.common.settings import Settings
@@ -423,7 +424,9 @@ async def test_refresh_queues_a_command_and_publishes_it_keyed_by_realm(
     stored = await mongo_db["commands"].find_one({"_id": command_id})
     assert stored is not None
     assert stored["status"] == "queued"
-    assert stored["published_at"] is not None
+    publication = await mongo_db["command_publications"].find_one({"_id": f"{command_id}#0"})
+    assert publication is not None
+    assert publication["outcome"] == "published"
 
     status = await get_json(client, accepted["status_url"])
     assert status["status"] == "queued"
@@ -485,7 +488,7 @@ async def test_a_bad_idempotency_key_is_400(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.usefixtures("world")
 async def test_customer_status_with_a_connection_that_needs_reauth(
-    client: httpx.AsyncClient, mongo_db: AsyncDatabase[Document]
+    client: httpx.AsyncClient, mongo_db: AsyncDatabase[Document], api_settings: Settings
 ) -> None:
     body = await get_json(client, "/api/customers/cust-42")
     assert body["customer"]["last_synced_at"] == "2030-03-15T11:00:00Z"
@@ -498,7 +501,11 @@ async def test_customer_status_with_a_connection_that_needs_reauth(
     body = response.json()
     assert body["connection"]["needs_reauth"] is True
     assert body["connection"]["reauth_reason"] == "invalid_grant"
-    assert body["connection"]["reconnect_url"] == "http://sync.test:8000/oauth/connect?user=alice"
+    # A link the sync service accepts for the connection's own user, and for nobody else.
+    reconnect = httpx.URL(body["connection"]["reconnect_url"])
+    assert (reconnect.host, reconnect.port, reconnect.path) == ("sync.test", 8000, "/oauth/connect")
+    links = ConnectLinks(load_connect_link_secret(api_settings), lambda: NOW)
+    assert links.verify(reconnect.params["link"]) == "alice"
     assert body["connection"]["refresh_token_hard_expires_at"] == "2031-01-01T00:00:00Z"
     # The sealed tokens are in the same document; none of them reaches the response.
     connection = await mongo_db["connections"].find_one({"_id": REALM})

@@ -18,12 +18,13 @@ from yarl import URL
 
 from qbo_emulator.testing import RunningEmulator
 from services.common.mongo import Document
-from tests.integration.conftest import SyncUnderTest
+from tests.integration.conftest import SYNC_AUTH, SyncUnderTest
 from tests.support import MovableClock
 
 pytestmark = pytest.mark.integration
 
 REALM = "9130350000000001"
+OTHER_REALM = "9130350000000002"
 
 
 @dataclass
@@ -39,9 +40,17 @@ class Browser:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
 
-    async def start(self, sync: SyncUnderTest, user: str = "alice") -> Consent:
+    async def connect_link(self, sync: SyncUnderTest, user: str) -> str:
+        """What the app does for its signed-in user: ask sync (with its token) for a link."""
+        async with self.session.post(
+            f"{sync.base_url}/connect-links", json={"user_id": user}, headers=SYNC_AUTH
+        ) as r:
+            assert r.status == 201, await r.text()
+            return str((await r.json())["connect_url"])
+
+    async def start(self, sync: SyncUnderTest, user: str = "alice", realm: str = REALM) -> Consent:
         async with self.session.get(
-            f"{sync.base_url}/oauth/connect", params={"user": user}, allow_redirects=False
+            await self.connect_link(sync, user), allow_redirects=False
         ) as r:
             assert r.status == 302, await r.text()
             authorize = r.headers["Location"]
@@ -49,14 +58,15 @@ class Browser:
         query = parse_qs(urlsplit(authorize).query)
         assert query["scope"] == ["com.intuit.quickbooks.accounting"]
         assert query["response_type"] == ["code"]
-        # Intuit (the emulator) consents and redirects back with code, state and realmId.
-        async with self.session.get(authorize, allow_redirects=False) as r:
+        # Intuit (the emulator) consents for `realm` and redirects back with code, state, realmId.
+        consent_url = URL(authorize).update_query(realmId=realm)
+        async with self.session.get(consent_url, allow_redirects=False) as r:
             assert r.status == 302, await r.text()
             callback = r.headers["Location"]
         return Consent(callback, query["state"][0], nonce)
 
-    async def get(self, url: str) -> tuple[int, dict[str, Any]]:
-        async with self.session.get(url, allow_redirects=False) as r:
+    async def get(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with self.session.get(url, allow_redirects=False, headers=headers) as r:
             return r.status, await r.json()
 
 
@@ -171,10 +181,120 @@ async def test_incomplete_callback_is_a_400_not_a_500(
     assert body["error"] == "bad_callback"
 
 
-async def test_connect_without_user_is_refused(sync: SyncUnderTest, browser: Browser) -> None:
-    status, body = await browser.get(f"{sync.base_url}/oauth/connect")
-    assert status == 400
-    assert body["error"] == "bad_user"
+@pytest.mark.parametrize("query", ["", "?user=alice", "?link="])
+async def test_connect_without_a_signed_link_is_refused(
+    sync: SyncUnderTest, browser: Browser, query: str
+) -> None:
+    # Naming a user is not enough: the link must be signed for that user.
+    status, body = await browser.get(f"{sync.base_url}/oauth/connect{query}")
+    assert status == 401
+    assert body["error"] == "link_required"
+
+
+async def test_a_forged_or_expired_connect_link_is_refused(
+    sync: SyncUnderTest, browser: Browser, clock: MovableClock
+) -> None:
+    url = URL(await browser.connect_link(sync, "alice"))
+    payload, mac = url.query["link"].split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    fields["u"] = "mallory"
+    forged = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+    status, body = await browser.get(str(url.update_query(link=f"{forged}.{mac}")))
+    assert (status, body["error"]) == (401, "bad_link")
+    assert body["message"] == "connect link signature does not match"
+
+    clock.advance(minutes=16)
+    status, body = await browser.get(str(url))
+    assert (status, body["error"]) == (401, "bad_link")
+    assert "expired" in body["message"]
+
+
+async def test_a_connect_link_needs_the_service_token(
+    sync: SyncUnderTest, browser: Browser
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        async with browser.session.post(
+            f"{sync.base_url}/connect-links", json={"user_id": "alice"}, headers=headers
+        ) as r:
+            assert r.status == 401
+            assert (await r.json())["error"] == "unauthorized"
+    async with browser.session.post(
+        f"{sync.base_url}/connect-links", json={"user_id": "not a user id"}, headers=SYNC_AUTH
+    ) as r:
+        assert (r.status, (await r.json())["error"]) == (400, "bad_user")
+
+
+async def test_an_edited_realm_id_is_refused_and_the_victim_keeps_its_connection(
+    sync: SyncUnderTest, browser: Browser, stranger: Browser, emulator: RunningEmulator
+) -> None:
+    victim = await stranger.start(sync, user="victim", realm=OTHER_REALM)
+    assert (await stranger.get(victim.callback_url))[0] == 200
+    before = await sync.service.vault.get(OTHER_REALM)
+
+    # Mallory consents for her own company, then edits realmId to the victim's company.
+    consent = await browser.start(sync, user="mallory", realm=REALM)
+    edited = str(URL(consent.callback_url).update_query(realmId=OTHER_REALM))
+    status, body = await browser.get(edited)
+
+    assert status == 403
+    assert body["error"] == "realm_mismatch"
+    after = await sync.service.vault.get(OTHER_REALM)
+    assert (after.user_id, after.version, after.access_token) == (
+        "victim",
+        before.version,
+        before.access_token,
+    )
+    with pytest.raises(Exception, match="not connected"):
+        await sync.service.vault.get(REALM)  # nothing stored under her own realm either
+    # The grant she obtained is not left alive at Intuit.
+    mallorys = [g for g in emulator.state.tokens.grants.values() if g.realm_id == REALM]
+    assert len(mallorys) == 1
+    assert mallorys[0].revoked
+
+
+async def test_an_edited_realm_id_of_an_unconnected_company_is_refused_too(
+    sync: SyncUnderTest, browser: Browser
+) -> None:
+    consent = await browser.start(sync, user="mallory", realm=REALM)
+    edited = str(URL(consent.callback_url).update_query(realmId=OTHER_REALM))
+    status, body = await browser.get(edited)
+    assert (status, body["error"]) == (403, "realm_mismatch")
+    for realm in (REALM, OTHER_REALM):
+        with pytest.raises(Exception, match="not connected"):
+            await sync.service.vault.get(realm)
+
+
+async def test_a_realm_connected_by_another_user_is_not_taken_over(
+    sync: SyncUnderTest, browser: Browser, stranger: Browser
+) -> None:
+    alices = await browser.start(sync, user="alice")
+    assert (await browser.get(alices.callback_url))[0] == 200
+    before = await sync.service.vault.get(REALM)
+
+    bobs = await stranger.start(sync, user="bob")
+    status, body = await stranger.get(bobs.callback_url)
+
+    assert status == 409
+    assert body["error"] == "realm_connected_by_another_user"
+    assert "alice" not in body["message"]  # the owner is not disclosed
+    after = await sync.service.vault.get(REALM)
+    assert (after.user_id, after.version, after.access_token) == (
+        "alice",
+        before.version,
+        before.access_token,
+    )
+
+    # The owner can reconnect; once she disconnects, the company is free for someone else.
+    again = await browser.start(sync, user="alice")
+    assert (await browser.get(again.callback_url))[0] == 200
+    async with browser.session.post(
+        f"{sync.base_url}/connections/{REALM}/disconnect", headers=SYNC_AUTH
+    ) as r:
+        assert r.status == 200
+    bobs = await stranger.start(sync, user="bob")
+    status, body = await stranger.get(bobs.callback_url)
+    assert status == 200, body
+    assert body["connection"]["user_id"] == "bob"
 
 
 async def test_disconnect_revokes_at_intuit_and_forgets_tokens(
@@ -184,7 +304,9 @@ async def test_disconnect_revokes_at_intuit_and_forgets_tokens(
     assert (await browser.get(consent.callback_url))[0] == 200
     old_refresh = (await sync.service.vault.get(REALM)).refresh_token
 
-    async with browser.session.post(f"{sync.base_url}/connections/{REALM}/disconnect") as r:
+    async with browser.session.post(
+        f"{sync.base_url}/connections/{REALM}/disconnect", headers=SYNC_AUTH
+    ) as r:
         assert r.status == 200
         body = await r.json()
     assert body["connection"]["status"] == "disconnected"
@@ -194,7 +316,7 @@ async def test_disconnect_revokes_at_intuit_and_forgets_tokens(
     with pytest.raises(Exception, match="invalid_grant"):
         await sync.service.intuit.refresh(old_refresh)  # Intuit no longer accepts it
 
-    status, shown = await browser.get(f"{sync.base_url}/connections/{REALM}")
+    status, shown = await browser.get(f"{sync.base_url}/connections/{REALM}", SYNC_AUTH)
     assert status == 200
     assert shown["connection"]["status"] == "disconnected"
     assert old_refresh not in json.dumps(shown)
@@ -203,9 +325,9 @@ async def test_disconnect_revokes_at_intuit_and_forgets_tokens(
 async def test_unknown_and_malformed_realms_get_clear_errors(
     sync: SyncUnderTest, browser: Browser
 ) -> None:
-    assert await browser.get(f"{sync.base_url}/connections/4242") == (
+    assert await browser.get(f"{sync.base_url}/connections/4242", SYNC_AUTH) == (
         404,
         {"error": "not_connected", "message": "realm 4242 is not connected"},
     )
-    status, body = await browser.get(f"{sync.base_url}/connections/abc")
+    status, body = await browser.get(f"{sync.base_url}/connections/abc", SYNC_AUTH)
     assert (status, body["error"]) == (400, "bad_realm")

@@ -13,7 +13,7 @@ from qbo_emulator.testing import RunningEmulator
 from services.common.messages import MapCustomer
 from services.common.mongo import Document
 from services.sync.oauth.intuit import TokenGrant
-from tests.integration.conftest import SyncUnderTest
+from tests.integration.conftest import SYNC_AUTH, SyncUnderTest
 from tests.integration.test_sync_worker import REALM, finished
 from tests.support import MovableClock
 
@@ -34,7 +34,9 @@ async def books(
 
 async def post_mapping(sync: SyncUnderTest, local_id: str, body: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{sync.base_url}/customers/{local_id}/mapping", json=body) as r:
+        async with http.post(
+            f"{sync.base_url}/customers/{local_id}/mapping", json=body, headers=SYNC_AUTH
+        ) as r:
             return r.status, await r.json()
 
 
@@ -107,3 +109,12 @@ async def test_map_customer_command_through_kafka(
     assert failed["reason"] == "no QBO customer is named 'Nobody'"
     mapping = await mongo_db.customer_mappings.find_one({"_id": "c-1"})
     assert mapping is not None and mapping["qbo_customer_id"] == books["Acme Ltd"]
+
+
+async def test_an_oversized_mapping_body_is_refused_before_it_is_parsed(
+    sync: SyncUnderTest,
+) -> None:
+    body = {"realm_id": REALM, "display_name": "x" * (20 * 1024)}
+    status, answer = await post_mapping(sync, "cust-7", body)
+    assert status == 413
+    assert answer["error"] == "too_large"

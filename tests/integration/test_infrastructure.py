@@ -11,7 +11,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.kafka import ensure_topics, make_consumer, make_producer, topics_for
+from services.common.kafka import (
+    TopicSpec,
+    TopicsRefused,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    topics_for,
+)
 from services.common.messages import RefreshInvoices, parse_command
 from services.common.mongo import Document, IndexSpec, ensure_indexes
 from services.common.settings import Settings
@@ -123,6 +130,24 @@ async def test_ensure_topics_is_idempotent(settings: Settings) -> None:
     finally:
         await admin.close()
     assert len(described[0]["partitions"]) == settings.commands_partitions
+
+
+async def test_a_topic_the_broker_refuses_is_an_error_not_a_success(
+    settings: Settings, test_id: str
+) -> None:
+    # A single broker cannot hold three replicas: the broker answers with a per-topic error.
+    name = f"test-{test_id}.refused"
+    with pytest.raises(TopicsRefused) as refused:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, [TopicSpec(name, partitions=1, replication_factor=3)]
+        )
+    assert set(refused.value.reasons) == {name}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        assert name not in await admin.list_topics()
+    finally:
+        await admin.close()
 
 
 async def test_indexes_are_created_once_and_enforced(mongo_db: AsyncDatabase[Document]) -> None:

@@ -44,13 +44,18 @@ SECRET_SETTINGS = {
     "TOKEN_ENCRYPTION_PRIMARY_KEY_ID",
     "OAUTH_STATE_SECRET",
     "API_TOKENS",
+    "SYNC_API_TOKENS",
+    "CONNECT_LINK_SECRET",
     "MONGODB_URI",
 }
 # Least privilege: the api never sees QBO credentials or tokens (DESIGN.md), sync never needs
-# the api's bearer tokens.
-API_SECRETS = {"MONGODB_URI", "API_TOKENS"}
+# the api's bearer tokens. Both sign or check connect links.
+API_SECRETS = {"MONGODB_URI", "API_TOKENS", "CONNECT_LINK_SECRET"}
 SYNC_SECRETS = SECRET_SETTINGS - {"API_TOKENS"}
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
+INGRESS_NS_LABEL = "kubernetes.io/metadata.name"
+SYNC_POD = {"app.kubernetes.io/name": "qbo-sync", "app.kubernetes.io/component": "sync"}
+EMULATOR_POD = {"app.kubernetes.io/name": "qbo-sync", "app.kubernetes.io/component": "emulator"}
 PRODUCTION_QBO = {
     "QBO_API_BASE_URL": "https://quickbooks.api.intuit.com",
     "QBO_OAUTH_AUTHORIZE_URL": "https://appcenter.intuit.com/connect/oauth2",
@@ -205,6 +210,8 @@ def test_every_setting_is_a_settings_field_and_parses(
     assert not unknown, f"ConfigMap keys that Settings does not read: {unknown}"
     for workload in _of(rendered[target], "Deployment"):
         for container in _containers(workload):
+            if container["name"] == "emulator":  # configured by QBO_EMULATOR_*, not Settings
+                continue
             names = {e["name"] for e in container.get("env", [])}
             assert names <= SETTINGS_ENV, (
                 f"unknown env in {container['name']}: {names - SETTINGS_ENV}"
@@ -380,6 +387,15 @@ def test_network_policies(rendered: dict[str, list[Obj]]) -> None:
     sync = _one(objs, "NetworkPolicy", "qbo-sync")["spec"]
     assert ports(api["ingress"]) == {("TCP", 8080)}
     assert ports(sync["ingress"]) == {("TCP", 8000)}
+    # Each port admits only the ingress controller's namespace and the labelled callers, never
+    # anyone (a rule without `from`).
+    ingress_ns = {"namespaceSelector": {"matchLabels": {INGRESS_NS_LABEL: "ingress-nginx"}}}
+    for spec, client_label in ((api, "qbo-sync/api-client"), (sync, "qbo-sync/sync-client")):
+        (rule,) = spec["ingress"]
+        assert rule["from"] == [
+            ingress_ns,
+            {"podSelector": {"matchLabels": {client_label: "true"}}},
+        ]
     infra = {("UDP", 53), ("TCP", 53), ("TCP", 9092), ("TCP", 27017)}
     assert ports(api["egress"]) == infra, "the api never calls out to Intuit"
     assert ports(sync["egress"]) == infra | {("TCP", 443)}
@@ -397,7 +413,8 @@ def test_dev_overlay(rendered: dict[str, list[Obj]]) -> None:
             assert obj["metadata"]["namespace"] == "qbo-sync-dev"
             assert obj["metadata"]["name"].startswith("dev-")
     config = _config(objs)
-    assert config["ENVIRONMENT"] == "local"
+    # Pods listen beyond loopback, where local mode's published secrets are refused.
+    assert config["ENVIRONMENT"] not in ("local", "production")
     assert config["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert config["MONGODB_URI"] == "mongodb://mongodb:27017/"
     # Every in-cluster QBO endpoint is a Service of the overlay, on that Service's port.
@@ -414,9 +431,26 @@ def test_dev_overlay(rendered: dict[str, list[Obj]]) -> None:
         next(a for a in emulator["args"] if a.startswith("--webhook-url=")).split("=")[1]
     )
     assert hook.hostname in services and hook.port == 8000
-    for workload in _of(objs, "Deployment"):
-        for container in _containers(workload):
-            assert not [e for e in container.get("env", []) if "valueFrom" in e]
+
+    def secret_env(name: str) -> dict[str, str]:
+        (container,) = _one(objs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", [])}
+        assert {r["name"] for r in refs.values()} <= {SECRET_NAME}
+        return {env: r["key"] for env, r in refs.items()}
+
+    own = {"MONGODB_URI", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET"}  # ConfigMap, emulator defaults
+    assert set(secret_env("dev-qbo-sync")) == SYNC_SECRETS - own
+    assert set(secret_env("dev-qbo-api")) == API_SECRETS - own
+    # The emulator signs webhooks with the verifier sync checks.
+    assert secret_env("dev-qbo-emulator") == {
+        "QBO_EMULATOR_WEBHOOK_VERIFIER_TOKEN": "QBO_WEBHOOK_VERIFIER_TOKEN"
+    }
+    policies = {p["metadata"]["name"]: p["spec"] for p in _of(objs, "NetworkPolicy")}
+    emulator_from = policies["dev-qbo-emulator"]["ingress"][0]["from"]
+    assert emulator_from == [{"podSelector": {"matchLabels": SYNC_POD}}]
+    assert {"podSelector": {"matchLabels": EMULATOR_POD}} in [
+        source for rule in policies["dev-qbo-sync"]["ingress"] for source in rule["from"]
+    ]
 
 
 def test_both_renderers_agree(rendered: dict[str, list[Obj]]) -> None:

@@ -18,7 +18,7 @@ from services.common.mongo import Document
 from services.common.schemas import default_schemas
 from services.common.settings import Settings
 from services.sync.oauth.intuit import TokenGrant
-from tests.integration.conftest import SyncUnderTest
+from tests.integration.conftest import SYNC_AUTH, SyncUnderTest
 from tests.support import MovableClock, eventually, read_topic
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,7 @@ async def connect_and_map(
         async with http.post(
             f"{sync.base_url}/customers/cust-1/mapping",
             json={"realm_id": REALM, "display_name": name},
+            headers=SYNC_AUTH,
         ) as r:
             assert r.status == 200, await r.text()
             body = await r.json()

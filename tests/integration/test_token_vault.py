@@ -157,9 +157,9 @@ async def test_reconnect_during_a_refresh_wins(
 
     async def refresh_while_user_reconnects(token: str) -> TokenGrant:
         grant = await original(token)
-        # The OAuth callback of a fresh consent lands between Intuit's answer and our write.
+        # The owner's fresh consent lands between Intuit's answer and our write.
         fresh = TokenGrant.from_response(emulator.state.issue_tokens(REALM), clock())
-        await sync.service.vault.connect(REALM, "bob", fresh)
+        await sync.service.vault.connect(REALM, "alice", fresh)
         reconnected.append(fresh.access_token)
         return grant
 
@@ -169,7 +169,7 @@ async def test_reconnect_during_a_refresh_wins(
 
     stored = await sync.service.vault.get(REALM)
     assert token == reconnected[0] == stored.access_token
-    assert stored.user_id == "bob"
+    assert stored.version == 2  # connect and reconnect; the refresh lost its compare-and-swap
 
 
 async def test_customer_named_o_brien_is_found_exactly(

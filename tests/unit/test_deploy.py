@@ -38,6 +38,8 @@ SECRET_SETTINGS = {
     "TOKEN_ENCRYPTION_KEYS",
     "OAUTH_STATE_SECRET",
     "API_TOKENS",
+    "SYNC_API_TOKENS",
+    "CONNECT_LINK_SECRET",
 }
 SECRET_WORDS = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|CREDENTIAL|API_?KEY", re.I)
 OUR_SERVICES = ("emulator", "sync", "api")
@@ -94,6 +96,8 @@ def test_runtime_stage_runs_as_uid_10001_with_python_m(dockerfile: DockerfilePar
         assert copy.startswith("--from=builder "), copy
     env = " ".join(_of(runtime, "ENV"))
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "a read-only root filesystem cannot take .pyc files"
+    # Never local mode: the image refuses to start on the published development secrets.
+    assert re.search(r"(^|\s)ENVIRONMENT=production(\s|$)", env), env
 
 
 def test_holds_no_secrets(dockerfile: DockerfileParser) -> None:
@@ -285,10 +289,18 @@ def test_compose_settings_are_settings_fields(compose: dict[str, Any]) -> None:
     for name in ("sync", "api"):
         env = _env(services[name])
         assert set(env) <= SETTINGS_ENV, f"{name}: unknown settings {set(env) - SETTINGS_ENV}"
-        assert not set(env) & SECRET_SETTINGS, "compose runs on development defaults, no secrets"
+        assert not set(env) & SECRET_SETTINGS, "secrets come from the git-ignored env files"
         mongo = urlsplit(env["MONGODB_URI"])
         assert (mongo.hostname, mongo.port) == ("mongo", 27017)
-        assert env["ENVIRONMENT"] == "local"
+        # The containers listen beyond loopback, where local mode's published secrets are
+        # refused: their own come from files that compose-secrets.sh writes under .local/.
+        assert env["ENVIRONMENT"] != "local"
+        assert services[name]["env_file"] == [f".local/compose/{name}.env"]
+    assert services["emulator"]["env_file"] == [".local/compose/emulator.env"]
+    assert ".local/" in (ROOT / ".gitignore").read_text().splitlines()
+    script = (ROOT / "deploy" / "local" / "compose-secrets.sh").read_text()
+    for name in ("sync", "api", "emulator"):
+        assert f'"$dir/{name}.env"' in script
     sync = _env(services["sync"])
     emulator_port = _command_port(services["emulator"])
     for key in ("QBO_API_BASE_URL", "QBO_OAUTH_TOKEN_URL", "QBO_OAUTH_REVOKE_URL"):

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from services.sync.oauth.intuit import IntuitOAuthClient, InvalidGrant, OAuthError
+from services.sync.oauth.intuit import IntuitOAuthClient, InvalidGrant, OAuthError, TokenGrant
+from services.sync.oauth.realm_proof import QboUnreachable, RealmNotProven, RealmProof
 from services.sync.oauth.state import IssuedState, StateRejected, StateSigner, StateStore
-from services.sync.vault import Connection, TokenVault
+from services.sync.vault import Connection, RealmOwnedByAnotherUser, TokenVault
 
 USER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 REALM_ID = re.compile(r"^[0-9]{1,32}$")
@@ -41,11 +42,13 @@ class OAuthFlow:
         states: StateStore,
         intuit: IntuitOAuthClient,
         vault: TokenVault,
+        proof: RealmProof,
     ) -> None:
         self._signer = signer
         self._states = states
         self._intuit = intuit
         self._vault = vault
+        self._proof = proof
 
     async def start(self, user_id: str | None) -> Started:
         if not user_id or not USER_ID.match(user_id):
@@ -84,4 +87,36 @@ class OAuthFlow:
             raise ConnectRejected(
                 "Intuit's token service failed; try again", status=502, code="intuit_unavailable"
             ) from None
-        return await self._vault.connect(realm_id, state.user_id, grant)
+        try:
+            await self._proof.check(realm_id, grant)
+        except RealmNotProven as exc:
+            log.warning("oauth.realm_not_proven", realm_id=realm_id, reason=str(exc))
+            await self._discard(grant)
+            raise ConnectRejected(
+                f"the QuickBooks authorization does not cover company {realm_id}",
+                status=403,
+                code="realm_mismatch",
+            ) from None
+        except QboUnreachable as exc:
+            log.error("oauth.realm_check_failed", realm_id=realm_id, error=str(exc))
+            await self._discard(grant)
+            raise ConnectRejected(
+                "QuickBooks did not answer; try again", status=502, code="intuit_unavailable"
+            ) from None
+        try:
+            return await self._vault.connect(realm_id, state.user_id, grant)
+        except RealmOwnedByAnotherUser:
+            await self._discard(grant)
+            raise ConnectRejected(
+                f"QuickBooks company {realm_id} is already connected by another user of this "
+                "app; only that user can reconnect it, or disconnect it first",
+                status=409,
+                code="realm_connected_by_another_user",
+            ) from None
+
+    async def _discard(self, grant: TokenGrant) -> None:
+        """Revoke a grant we will not store, so no live tokens are left behind."""
+        try:
+            await self._intuit.revoke(grant.refresh_token)
+        except (OAuthError, OSError, TimeoutError) as exc:
+            log.warning("oauth.unused_grant_not_revoked", error=str(exc))

@@ -24,10 +24,12 @@ def test_every_route_is_documented_with_its_methods() -> None:
         invoices=None,  # type: ignore[arg-type]
         sync_records=None,  # type: ignore[arg-type]
         commands=None,  # type: ignore[arg-type]
+        publications=None,  # type: ignore[arg-type]
         producer=None,  # type: ignore[arg-type]
         metrics=None,  # type: ignore[arg-type]
         commands_topic="t",
         sync_public_url="http://x",
+        links=None,  # type: ignore[arg-type]
         clock=None,  # type: ignore[arg-type]
         ping_mongo=None,  # type: ignore[arg-type]
     )

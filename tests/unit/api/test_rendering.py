@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 from services.api.routes import render_command, render_customer
 from services.api.store import CONNECTION_FIELDS
+from services.common.connect_links import ConnectLinks
+
+NOW = datetime(2030, 1, 3, tzinfo=UTC)
+LINKS = ConnectLinks(b"a test secret of at least 32 bytes", lambda: NOW)
+
+
+def reconnect_via(sync_public_url: str) -> Callable[[str], str]:
+    return lambda user: LINKS.url(sync_public_url, user)
+
+
+def user_of_link(url: str, sync_public_url: str) -> str:
+    """The user a reconnect URL was signed for, after checking where it points."""
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == sync_public_url.rstrip("/")
+    assert parts.path == "/oauth/connect"
+    query = parse_qs(parts.query)
+    assert set(query) == {"link"}, "the user is named only inside the signed link"
+    return LINKS.verify(query["link"][0])
+
 
 MAPPING = {
     "_id": "cust-42",
@@ -42,33 +63,33 @@ def test_the_api_never_asks_for_token_fields() -> None:
 
 
 def test_needs_reauth_comes_with_a_reconnect_link_for_the_connection_user() -> None:
-    body = render_customer(MAPPING, connection("needs_reauth"), "https://sync.example.com/")
+    body = render_customer(
+        MAPPING, connection("needs_reauth"), reconnect_via("https://sync.example.com/")
+    )
     conn = body["connection"]
     assert conn["needs_reauth"] is True
     assert conn["reauth_reason"] == "invalid_grant"
-    assert conn["reconnect_url"] == (
-        "https://sync.example.com/oauth/connect?user=alice%40example.com"
-    )
+    assert user_of_link(conn["reconnect_url"], "https://sync.example.com") == "alice@example.com"
     assert body["customer"]["last_synced_at"] == "2030-01-02T03:04:05Z"
 
 
 def test_an_active_connection_has_no_reconnect_link() -> None:
-    body = render_customer(MAPPING, connection("active"), "http://127.0.0.1:8000")
+    body = render_customer(MAPPING, connection("active"), reconnect_via("http://127.0.0.1:8000"))
     assert body["connection"]["needs_reauth"] is False
     assert body["connection"]["reconnect_url"] is None
 
 
 def test_a_disconnected_company_can_be_reconnected_too() -> None:
-    body = render_customer(MAPPING, connection("disconnected"), "http://127.0.0.1:8000")
-    assert body["connection"]["needs_reauth"] is False
-    assert (
-        body["connection"]["reconnect_url"]
-        == "http://127.0.0.1:8000/oauth/connect?user=alice%40example.com"
+    body = render_customer(
+        MAPPING, connection("disconnected"), reconnect_via("http://127.0.0.1:8000")
     )
+    assert body["connection"]["needs_reauth"] is False
+    url = body["connection"]["reconnect_url"]
+    assert user_of_link(url, "http://127.0.0.1:8000") == "alice@example.com"
 
 
 def test_a_realm_without_connection_record() -> None:
-    assert render_customer(MAPPING, None, "http://x")["connection"] is None
+    assert render_customer(MAPPING, None, reconnect_via("http://x"))["connection"] is None
 
 
 def test_command_records_are_whitelisted() -> None:
