@@ -27,7 +27,7 @@ from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.responses import EXCEPTION_HANDLERS
 from services.api.routes import RouteContext, api_routes
 from services.api.store import CommandRecords, ReadInvoices, SyncRecords
-from services.common.mongo import Document, make_client
+from services.common.mongo import CommandCounter, Document, make_client
 from services.common.settings import Settings
 
 Clock = Callable[[], datetime]
@@ -87,9 +87,10 @@ async def api_service(
     tokens = load_api_tokens(settings)  # refuses to run without tokens outside local
     if not settings.api_tokens.get_secret_value():
         log.warning("api.dev_token_accepted", hint="set API_TOKENS outside local development")
-    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api")
+    counter = CommandCounter() if settings.mongodb_command_counts else None
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api", counter=counter)
     producer = LazyProducer(settings.kafka_bootstrap_servers, f"{settings.kafka_client_id}-api")
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(counter)
     db = mongo[settings.mongodb_database]
     projector = Projector(
         ReadInvoices(db), DeadLetters(producer, settings.dead_letter_topic), metrics, clock=clock

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from services.common.crypto import KeyRing
 from services.common.kafka import ensure_topics, make_consumer, make_producer, topics_for
 from services.common.messages import Command
-from services.common.mongo import Document, ensure_indexes, make_client
+from services.common.mongo import CommandCounter, Document, ensure_indexes, make_client
 from services.common.settings import Settings
 from services.sync import store as store_module
 from services.sync import vault as vault_module
@@ -86,6 +86,7 @@ class SyncService:
     producer: AIOKafkaProducer
     commands: CommandLog
     deps: Dependencies
+    mongo_commands: CommandCounter | None = None
 
     def web_app(self) -> Starlette:
         async def healthz(_: Request) -> Response:
@@ -93,7 +94,10 @@ class SyncService:
 
         async def stats(_: Request) -> Response:
             # Intuit meters reads per realm: this is the figure to watch.
-            return JSON({"qbo_calls_by_realm": dict(self.qbo.calls)})
+            body: dict[str, object] = {"qbo_calls_by_realm": dict(self.qbo.calls)}
+            if self.mongo_commands is not None:
+                body["mongo_commands"] = self.mongo_commands.rows()
+            return JSON(body)
 
         routes = [
             Route("/healthz", healthz),
@@ -160,7 +164,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         raise_for_status=False,
         trust_env=False,
     )
-    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync")
+    counter = CommandCounter() if settings.mongodb_command_counts else None
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)
     producer = make_producer(settings.kafka_bootstrap_servers, client_id="qbo-sync")
     try:
         db = mongo[settings.mongodb_database]
@@ -215,6 +220,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             producer,
             CommandLog(db, clock),
             deps,
+            counter,
         )
     finally:
         await producer.stop()
