@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -352,9 +352,15 @@ class CommandLog:
         self._commands = db["commands"]
         self._clock = clock
 
-    async def running(self, command: Command, attempt: int) -> None:
+    async def running(self, command: Command, attempt: int) -> bool:
+        """Mark the command running; answer whether an attempt of it ever started before.
+
+        Only an attempt that started can have left outbox entries open, so a command that never
+        ran before has no events owed and needs no look into the outbox (one command less for
+        every webhook change).
+        """
         body = command.to_dict()
-        await self._commands.update_one(
+        before = await self._commands.find_one_and_update(
             {"_id": command.command_id},
             {
                 "$set": {
@@ -369,8 +375,11 @@ class CommandLog:
                     "reason": None,
                 }
             },
+            # No projection: FerretDB v1 does not implement one in findAndModify.
             upsert=True,
+            return_document=ReturnDocument.BEFORE,
         )
+        return before is not None and before.get("started_at") is not None
 
     async def finished(
         self,

@@ -155,8 +155,8 @@ class CommandWorker:
         )
         for attempt in range(1, self._options.max_attempts + 1):
             try:
-                await self._commands.running(command, attempt)
-                result = await self.dispatch(command)
+                ran_before = await self._commands.running(command, attempt)
+                result = await self.dispatch(command, owed=ran_before)
             except ReauthRequired as exc:
                 await self._finish(command, CommandStatus.NEEDS_REAUTH, str(exc))
                 return
@@ -185,11 +185,12 @@ class CommandWorker:
                 self.processed += 1
                 return
 
-    async def dispatch(self, command: Command) -> dict[str, Any]:
+    async def dispatch(self, command: Command, owed: bool = True) -> dict[str, Any]:
+        """Run the command's handler; `owed`: an earlier attempt may have left events owed."""
         if isinstance(command, RefreshInvoices):
-            return await handlers.refresh_invoices(command, self._deps)
+            return await handlers.refresh_invoices(command, self._deps, owed)
         if isinstance(command, SyncChanges):
-            return await handlers.sync_changes(command, self._deps)
+            return await handlers.sync_changes(command, self._deps, owed)
         if isinstance(command, MapCustomer):
             mapping = await handlers.map_customer(command, self._deps)
             return {"qbo_customer_id": mapping.qbo_customer_id}
