@@ -319,14 +319,20 @@ class CustomerMappings:
     ) -> dict[str, str | None]:
         ids = sorted(set(qbo_customer_ids))
         found: dict[str, str | None] = dict.fromkeys(ids)
+        if not ids:
+            return found
+        # A page of a refresh names one customer: an equality, which FerretDB hands to its
+        # backend (an `$in` it does not); the realm's equality narrows the other case.
+        wanted = ids[0] if len(ids) == 1 else {"$in": ids}
         cursor = self._mappings.find(
-            {"realm_id": realm_id, "qbo_customer_id": {"$in": ids}},
+            {"realm_id": realm_id, "qbo_customer_id": wanted},
             {"qbo_customer_id": 1, "local_customer_id": 1},
-        ).sort("local_customer_id", 1)
+        )
         async for doc in cursor:
             # Several local customers may share one QBO customer; the first (by id) owns the
             # invoices in events. Deterministic, so redeliveries agree.
-            if found.get(doc["qbo_customer_id"]) is None:
+            held = found.get(doc["qbo_customer_id"])
+            if held is None or doc["local_customer_id"] < held:
                 found[doc["qbo_customer_id"]] = doc["local_customer_id"]
         return found
 
