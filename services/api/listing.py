@@ -184,7 +184,21 @@ def customer_filter(mapping: Mapping[str, Any]) -> Document:
 
 
 def combine(*filters: Document) -> Document:
-    parts = [f for f in filters if f]
-    if not parts:
-        return {}
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    """All of `filters` at once, as one flat filter where their fields don't collide.
+
+    Flat rather than `$and`: FerretDB v1 hands a filter's top-level equalities (the customer,
+    the status) to its backend, and looks at nothing inside `$and`, which would make it decode
+    every document of the collection. A field two filters both constrain goes into `$and`.
+    MongoDB plans both shapes alike.
+    """
+    merged: Document = {}
+    clashing: list[Document] = []
+    for part in filters:
+        for key, value in part.items():
+            if key in merged:
+                clashing.append({key: value})
+            else:
+                merged[key] = value
+    if clashing:
+        merged["$and"] = [*merged.get("$and", []), *clashing]
+    return merged

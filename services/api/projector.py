@@ -41,7 +41,7 @@ from services.api.store import Applied, ReadInvoices
 from services.common import jsoncodec
 from services.common.kafka import ensure_topics, make_consumer, topics_for
 from services.common.logging import configure_logging
-from services.common.mongo import Document, make_client
+from services.common.mongo import Document, counted_as, make_client
 from services.common.schemas import INVOICE_UPDATED, MessageInvalid, SchemaSet, default_schemas
 from services.common.settings import Settings, get_settings
 
@@ -291,6 +291,11 @@ def _first_offsets(
 async def run_projector(settings: Settings, projector: Projector) -> None:
     """Join the projector's consumer group and project until cancelled, reconnecting (with
     back-off) whenever Kafka or the database fails."""
+    with counted_as("projector"):
+        await _run_projector(settings, projector)
+
+
+async def _run_projector(settings: Settings, projector: Projector) -> None:
     failures = 0
     while True:
         consumer = make_consumer(

@@ -100,7 +100,7 @@ class ReadInvoices:
             if n and time_budget is not None and time.monotonic() - started > time_budget:
                 cut = i
                 break
-            applied[i] = await self.apply(docs[i])
+            applied[i] = await self._replace(docs[i], stored[docs[i]["_id"]])
         inserts = [i for k, i in newest.items() if k not in stored and i < cut]
         if inserts:
             try:
@@ -115,6 +115,16 @@ class ReadInvoices:
                     applied[i] = Applied.STORED
         applied[cut:] = [None] * (len(docs) - cut)
         return applied
+
+    async def _replace(self, doc: Document, held: int) -> Applied:
+        """Store `doc` over the version just read as stored: a compare-and-set on equalities,
+        which FerretDB hands to its backend (the `$lt` guard of `apply` it cannot). If that
+        version changed meanwhile, `apply` decides against whatever is stored now."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        result = await self._collection.update_one(
+            {"_id": doc["_id"], "version": held}, {"$set": fields}
+        )
+        return Applied.STORED if result.matched_count == 1 else await self.apply(doc)
 
     async def _settle(
         self, docs: Sequence[Document], indexes: list[int], applied: list[Applied | None]

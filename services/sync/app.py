@@ -24,7 +24,7 @@ from services.common.credentials import BearerTokens, development_secret, requir
 from services.common.crypto import KeyRing
 from services.common.kafka import ensure_topics, make_consumer, make_producer, topics_for
 from services.common.messages import Command
-from services.common.mongo import Document, ensure_indexes, make_client
+from services.common.mongo import CommandCounter, Document, ensure_indexes, make_client
 from services.common.settings import Settings
 from services.common.unavailable import RequestDeadline, unavailable_handlers
 from services.sync import store as store_module
@@ -94,6 +94,7 @@ class SyncService:
     deps: Dependencies
     tokens: BearerTokens
     links: ConnectLinks
+    mongo_commands: CommandCounter | None = None
 
     def web_app(self) -> Starlette:
         guard = Guard(self.tokens, unauthorized)
@@ -104,7 +105,10 @@ class SyncService:
         async def stats(_: Request) -> Response:
             # Intuit meters reads per realm: this is the figure to watch. It names every
             # connected realm, so only the service's callers may read it.
-            return JSON({"qbo_calls_by_realm": dict(self.qbo.calls)})
+            body: dict[str, object] = {"qbo_calls_by_realm": dict(self.qbo.calls)}
+            if self.mongo_commands is not None:
+                body["mongo_commands"] = self.mongo_commands.rows()
+            return JSON(body)
 
         routes = [
             Route("/healthz", guard(Rule.PROBE, healthz), methods=["GET"]),
@@ -191,7 +195,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         raise_for_status=False,
         trust_env=False,
     )
-    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync")
+    counter = CommandCounter() if settings.mongodb_command_counts else None
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)
     producer = make_producer(settings.kafka_bootstrap_servers, client_id="qbo-sync")
     try:
         db = mongo[settings.mongodb_database]
@@ -265,6 +270,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             deps,
             tokens,
             links,
+            counter,
         )
     finally:
         await producer.stop()

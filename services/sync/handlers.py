@@ -98,8 +98,13 @@ async def _store_and_emit(
     return applied.stored, emitted
 
 
-async def refresh_invoices(command: RefreshInvoices, deps: Dependencies) -> dict[str, int]:
-    """The spec's fetchInvoicesForCustomer: every invoice of one mapped customer, page by page."""
+async def refresh_invoices(
+    command: RefreshInvoices, deps: Dependencies, owed: bool = True
+) -> dict[str, int]:
+    """The spec's fetchInvoicesForCustomer: every invoice of one mapped customer, page by page.
+
+    `owed` False: no earlier attempt of this command started, so it left no events owed.
+    """
     mapping = await deps.mappings.get(command.local_customer_id)
     if mapping is None:
         raise CommandRejected(
@@ -116,7 +121,7 @@ async def refresh_invoices(command: RefreshInvoices, deps: Dependencies) -> dict
 
     select = Select("Invoice").where("CustomerRef", "=", mapping.qbo_customer_id).order_by("Id")
     # Events owed by an earlier attempt of this command that died between write and produce.
-    emitted = await deps.events.flush(command_id=command.command_id)
+    emitted = await deps.events.flush(command_id=command.command_id) if owed else 0
     # One read of what is stored for this customer, not one per page (see StoredVersions).
     known = await deps.invoices.customer_versions(command.realm_id, mapping.qbo_customer_id)
     fetched = stored = 0
@@ -202,8 +207,13 @@ def _candidates(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def sync_changes(command: SyncChanges, deps: Dependencies) -> dict[str, int]:
-    """Fetch only the invoices a webhook named (reads are metered; writes are not)."""
+async def sync_changes(
+    command: SyncChanges, deps: Dependencies, owed: bool = True
+) -> dict[str, int]:
+    """Fetch only the invoices a webhook named (reads are metered; writes are not).
+
+    `owed` False: no earlier attempt of this command started, so it left no events owed.
+    """
     realm_id = command.realm_id
     records: list[InvoiceRecord] = []
     to_fetch: list[str] = []
@@ -224,9 +234,9 @@ async def sync_changes(command: SyncChanges, deps: Dependencies) -> dict[str, in
             Select("Invoice").where("Id", "IN", ids).order_by("Id").render(max_results=PAGE_SIZE),
         )
         records.extend(_records(realm_id, found.get("Invoice", [])))
-    owed = await deps.events.flush(command_id=command.command_id)
+    flushed = await deps.events.flush(command_id=command.command_id) if owed else 0
     stored, emitted = await _store_and_emit(deps, realm_id, records, command.command_id)
-    return {"fetched": len(records), "stored": stored, "events": emitted + owed}
+    return {"fetched": len(records), "stored": stored, "events": emitted + flushed}
 
 
 async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:

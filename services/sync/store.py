@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -326,14 +326,20 @@ class CustomerMappings:
     ) -> dict[str, str | None]:
         ids = sorted(set(qbo_customer_ids))
         found: dict[str, str | None] = dict.fromkeys(ids)
+        if not ids:
+            return found
+        # A page of a refresh names one customer: an equality, which FerretDB hands to its
+        # backend (an `$in` it does not); the realm's equality narrows the other case.
+        wanted = ids[0] if len(ids) == 1 else {"$in": ids}
         cursor = self._mappings.find(
-            {"realm_id": realm_id, "qbo_customer_id": {"$in": ids}},
+            {"realm_id": realm_id, "qbo_customer_id": wanted},
             {"qbo_customer_id": 1, "local_customer_id": 1},
-        ).sort("local_customer_id", 1)
+        )
         async for doc in cursor:
             # Several local customers may share one QBO customer; the first (by id) owns the
             # invoices in events. Deterministic, so redeliveries agree.
-            if found.get(doc["qbo_customer_id"]) is None:
+            held = found.get(doc["qbo_customer_id"])
+            if held is None or doc["local_customer_id"] < held:
                 found[doc["qbo_customer_id"]] = doc["local_customer_id"]
         return found
 
@@ -365,6 +371,7 @@ class Attempt:
 
     number: int
     started_at: datetime
+    ran_before: bool = False
 
 
 class CommandLog:
@@ -384,11 +391,16 @@ class CommandLog:
         self._clock = clock
 
     async def running(self, command: Command, attempt: int) -> Attempt | None:
-        """Record that an attempt starts; None when the command has already finished."""
+        """Record that an attempt starts; None when the command has already finished.
+
+        The answer also says whether an attempt of it ever started before (`ran_before`): only
+        such an attempt can have left outbox entries open, so a command that never ran has no
+        events owed and needs no look into the outbox (one command less per webhook change).
+        """
         body = command.to_dict()
-        started = Attempt(attempt, self._clock())
+        started_at = self._clock()
         try:
-            await self._commands.update_one(
+            before = await self._commands.find_one_and_update(
                 {"_id": command.command_id, **_UNFINISHED},
                 {
                     "$set": {
@@ -398,17 +410,20 @@ class CommandLog:
                         "issued_at": command.issued_at,
                         "issued_by": command.issued_by,
                         "status": CommandStatus.RUNNING.value,
-                        "started_at": started.started_at,
+                        "started_at": started_at,
                         "reason": None,
                     },
                     # A redelivery starts counting again; the record keeps the highest count.
                     "$max": {"attempts": attempt},
                 },
+                # No projection: FerretDB v1 does not implement one in findAndModify.
                 upsert=True,
+                return_document=ReturnDocument.BEFORE,
             )
         except DuplicateKeyError:
             return None
-        return started
+        ran_before = before is not None and before.get("started_at") is not None
+        return Attempt(attempt, started_at, ran_before)
 
     async def finished(
         self,

@@ -163,7 +163,7 @@ class CommandWorker:
                 if attempt is None:
                     await self._skip_finished(command)
                     return
-                result = await self.dispatch(command)
+                result = await self.dispatch(command, owed=attempt.ran_before)
             except ReauthRequired as exc:
                 await self._finish(command, attempt, CommandStatus.NEEDS_REAUTH, str(exc))
                 return
@@ -209,11 +209,12 @@ class CommandWorker:
             events=owed,
         )
 
-    async def dispatch(self, command: Command) -> dict[str, Any]:
+    async def dispatch(self, command: Command, owed: bool = True) -> dict[str, Any]:
+        """Run the command's handler; `owed`: an earlier attempt may have left events owed."""
         if isinstance(command, RefreshInvoices):
-            return await handlers.refresh_invoices(command, self._deps)
+            return await handlers.refresh_invoices(command, self._deps, owed)
         if isinstance(command, SyncChanges):
-            return await handlers.sync_changes(command, self._deps)
+            return await handlers.sync_changes(command, self._deps, owed)
         if isinstance(command, MapCustomer):
             mapping = await handlers.map_customer(command, self._deps)
             return {"qbo_customer_id": mapping.qbo_customer_id}

@@ -161,4 +161,24 @@ def test_customer_filter_follows_the_mapping() -> None:
 def test_combine_drops_empty_filters() -> None:
     assert combine({}, {}) == {}
     assert combine({"a": 1}, {}) == {"a": 1}
-    assert combine({"a": 1}, {"b": 2}) == {"$and": [{"a": 1}, {"b": 2}]}
+    assert combine({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
+
+
+def test_combine_keeps_equalities_top_level_and_clashing_fields_in_and() -> None:
+    customer = {"realm_id": "1", "qbo_customer_id": "58"}
+    overdue = {"status": "open", "due_date": {"$lt": "2030-03-15"}}
+    keyset = {"due_date": None, "_id": {"$gt": "1:9"}}
+    assert combine(customer, overdue, keyset) == {
+        "realm_id": "1",
+        "qbo_customer_id": "58",
+        "status": "open",
+        "due_date": {"$lt": "2030-03-15"},
+        "_id": {"$gt": "1:9"},
+        "$and": [{"due_date": None}],
+    }
+    ors = {"$or": [{"a": 1}, {"b": 2}]}
+    assert combine(customer, ors, {"$or": [{"c": 3}]}) == {
+        **customer,
+        "$or": [{"a": 1}, {"b": 2}],
+        "$and": [{"$or": [{"c": 3}]}],
+    }
