@@ -101,10 +101,8 @@ def parse_event(
         raise Rejected("empty record (tombstone)", "EmptyRecord")
     try:
         event = jsoncodec.loads(record.value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JsonRejected: malformed, bad UTF-8, too deep, out of range
         raise Rejected(f"not JSON: {exc}", "InvalidJSON") from None
-    except RecursionError:  # absurdly deep nesting: poison, not a reason to stop projecting
-        raise Rejected("not JSON: nested too deeply", "InvalidJSON") from None
     try:
         schemas.validate(INVOICE_UPDATED, event)
     except MessageInvalid as exc:
@@ -172,6 +170,11 @@ class Projector:
                 valid.append((i, parse_event(record, self.schemas, projected_at)))
             except Rejected as exc:
                 poison.append((i, exc))
+            except Exception as exc:
+                # parse_event is meant to raise only Rejected; any other failure is still this
+                # record's, and retrying it would stall the partition for ever.
+                log.exception("projector.unparsable", offset=record.offset)
+                poison.append((i, Rejected(f"unparsable: {type(exc).__name__}", "ParseError")))
         try:
             applied = await self.read_invoices.apply_many(
                 [doc for _, doc in valid], time_budget=self.batch_time_budget

@@ -30,7 +30,7 @@ from services.api.readmodel import iso_timestamp, render_invoice
 from services.api.refresh import IDEMPOTENCY_KEY, PublishFailed, request_refresh
 from services.api.responses import JSON, ApiError, error
 from services.api.store import CommandRecords, ReadInvoices, SyncRecords
-from services.common import jsoncodec
+from services.common.httpbody import BodyRejected, read_json
 from services.common.mongo import Document
 
 log = structlog.get_logger(__name__)
@@ -147,17 +147,10 @@ def render_command(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _refresh_body(request: Request) -> dict[str, Any]:
     """The optional JSON body of refreshInvoices: `{"correlation_id": "..."}`."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"the body may be at most {_MAX_BODY_BYTES} bytes")
-    if not bytes(raw).strip():
-        return {}
     try:
-        body = jsoncodec.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+        body = await read_json(request, max_bytes=_MAX_BODY_BYTES, empty={})
+    except BodyRejected as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     unknown = sorted(set(body) - {"correlation_id"})

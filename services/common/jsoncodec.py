@@ -42,6 +42,67 @@ def dumpb(value: Any) -> bytes:
     return dumps(value).encode()
 
 
-def loads(data: str | bytes | bytearray) -> Any:
-    """Parse JSON with every fractional number as an exact `Decimal`."""
-    return json.loads(data, parse_float=Decimal)
+# Deeper than any message or Intuit payload we read (an invoice is about 6 levels deep). Deeper
+# documents are refused before anything walks them: the stdlib parser itself raises
+# RecursionError near 1,000 levels, and jsonschema, dataclasses and our own encoder recurse too.
+MAX_DEPTH = 64
+# A JSON number such as 1E+999999999 parses into a small Decimal, but writing it out in fixed
+# point, or turning it into an integer, would take gigabytes. No amount is anywhere near this.
+MAX_EXPONENT = 1000
+
+
+class JsonRejected(ValueError):
+    """Not JSON we are willing to read: malformed, nested too deeply or out of range."""
+
+
+def _exact_number(text: str) -> Decimal:
+    value = Decimal(text)
+    if abs(value.adjusted()) > MAX_EXPONENT:
+        raise JsonRejected(f"number out of range: {text[:40]}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonRejected(f"non-finite number {name}")
+
+
+def depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed document, counting stops just past `limit` (iterative, so a
+    deep document cannot exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def loads(data: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON with every fractional number as an exact `Decimal`.
+
+    Raises `JsonRejected` (a ValueError) for anything that is not JSON we can safely work with:
+    malformed text, bad UTF-8, `NaN`/`Infinity`, integers past Python's digit limit, absurd
+    exponents, or nesting deeper than `max_depth`. Nothing else escapes, whatever the bytes.
+    """
+    try:
+        document = json.loads(data, parse_float=_exact_number, parse_constant=_reject_constant)
+    except JsonRejected:
+        raise
+    except RecursionError:
+        raise JsonRejected(f"nested deeper than {max_depth} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise JsonRejected(str(exc)[:200]) from None
+    except ArithmeticError as exc:  # decimal.InvalidOperation on a pathological number
+        raise JsonRejected(f"bad number: {type(exc).__name__}") from None
+    if depth(document, max_depth) > max_depth:
+        raise JsonRejected(f"nested deeper than {max_depth} levels")
+    return document

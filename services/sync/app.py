@@ -86,10 +86,32 @@ class SyncService:
     producer: AIOKafkaProducer
     commands: CommandLog
     deps: Dependencies
+    worker_task: asyncio.Task[None] | None = None
+
+    def start_worker(self, stop: asyncio.Event) -> asyncio.Task[None]:
+        """Run the command consumer in the background; `/readyz` follows it."""
+        self.worker_task = asyncio.create_task(self.run_worker(stop), name="command-worker")
+        return self.worker_task
+
+    def worker_state(self) -> str:
+        """`off` (a web-only process), `running`, or `stopped` (the consumer is gone)."""
+        if self.worker_task is None:
+            return "off"
+        return "stopped" if self.worker_task.done() else "running"
 
     def web_app(self) -> Starlette:
         async def healthz(_: Request) -> Response:
             return JSON({"status": "ok"})
+
+        async def readyz(_: Request) -> Response:
+            # A process whose consumer died must leave the Service at once; `__main__` also
+            # ends the process, but this answer holds until it has.
+            worker = self.worker_state()
+            ready = worker != "stopped"
+            return JSON(
+                {"status": "ready" if ready else "unavailable", "checks": {"worker": worker}},
+                status_code=200 if ready else 503,
+            )
 
         async def stats(_: Request) -> Response:
             # Intuit meters reads per realm: this is the figure to watch.
@@ -97,6 +119,7 @@ class SyncService:
 
         routes = [
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
             Route("/stats", stats),
             *oauth_routes(
                 self.oauth, self.vault, secure_cookies=self.settings.environment != "local"

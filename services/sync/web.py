@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from services.common import jsoncodec
+from services.common.httpbody import BodyRejected, read_json
 from services.common.messages import MapCustomer
 from services.common.schemas import MessageInvalid, default_schemas
 from services.sync import handlers
@@ -25,6 +26,8 @@ from services.sync.quickbooks.errors import QboError, ReauthRequired
 from services.sync.vault import NotConnected, TokenVault
 
 NONCE_COOKIE = "qbo_oauth_nonce"
+# A mapping body is a realm id and a name or id: a few hundred bytes.
+MAX_MAPPING_BODY_BYTES = 16 * 1024
 
 
 class JSON(JSONResponse):
@@ -124,9 +127,9 @@ def mapping_routes(deps: Dependencies) -> list[Route]:
     async def map_customer(request: Request) -> Response:
         local_id = request.path_params["local_customer_id"]
         try:
-            body = jsoncodec.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            return error(400, "bad_json", "the body must be a JSON object")
+            body = await read_json(request, max_bytes=MAX_MAPPING_BODY_BYTES)
+        except BodyRejected as exc:
+            return error(exc.status, exc.code, exc.message)
         if not isinstance(body, dict):
             return error(400, "bad_json", "the body must be a JSON object")
         try:

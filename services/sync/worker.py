@@ -150,6 +150,12 @@ class CommandWorker:
         except MessageInvalid as exc:
             await self.dead_letter(record, str(exc), "MessageInvalid")
             return
+        except Exception as exc:
+            # parse_command is meant to raise only MessageInvalid; should some input still find
+            # another way to fail, it is the record's fault, and must not stop the partition.
+            log.exception("command.unparsable", partition=record.partition, offset=record.offset)
+            await self.dead_letter(record, f"unparsable: {type(exc).__name__}", "ParseError")
+            return
         bound = log.bind(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
