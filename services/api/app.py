@@ -50,6 +50,11 @@ class ApiService:
     clock: Clock
     projector_task: asyncio.Task[None] | None = None
 
+    def projector_state(self) -> str:
+        if self.projector_task is None:
+            return "off"
+        return "stopped" if self.projector_task.done() else "running"
+
     def web_app(self) -> Starlette:
         async def ping_mongo() -> Any:
             return await self.db.command("ping")
@@ -66,6 +71,7 @@ class ApiService:
                 sync_public_url=self.settings.sync_public_url,
                 clock=self.clock,
                 ping_mongo=ping_mongo,
+                projector_state=self.projector_state,
             )
         )
         return Starlette(

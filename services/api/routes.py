@@ -72,6 +72,9 @@ class RouteContext:
     sync_public_url: str
     clock: Callable[[], datetime]
     ping_mongo: Callable[[], Awaitable[Any]]
+    # "off" (not run in this process), "running" or "stopped": a stopped projector means
+    # events are no longer read, so the process is not ready (DESIGN.md invariant 9).
+    projector_state: Callable[[], str] = lambda: "off"
 
 
 def _customer_id(request: Request) -> str:
@@ -287,11 +290,12 @@ def api_routes(ctx: RouteContext) -> list[Route]:
             probe("kafka", ctx.producer.ping(_PROBE_TIMEOUT_S)),
             probe("mongo", ctx.ping_mongo()),
         )
-        ready = kafka == mongo == "ok"
+        projector = ctx.projector_state()
+        ready = kafka == mongo == "ok" and projector != "stopped"
         return JSON(
             {
                 "status": "ready" if ready else "unavailable",
-                "checks": {"kafka": kafka, "mongo": mongo},
+                "checks": {"kafka": kafka, "mongo": mongo, "projector": projector},
             },
             status_code=200 if ready else 503,
         )
