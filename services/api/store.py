@@ -35,7 +35,7 @@ CONNECTION_FIELDS = {
     "updated_at": 1,
 }
 _TOTALS_FIELDS = {"status": 1, "deleted": 1, "due_date": 1, "currency": 1}
-_TOTALS_FIELDS |= {"total_amt_micros": 1, "balance_micros": 1}
+_TOTALS_FIELDS |= {"total_amt": 1, "balance": 1, "total_amt_micros": 1, "balance_micros": 1}
 
 
 class Applied(StrEnum):

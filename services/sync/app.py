@@ -33,9 +33,16 @@ from services.sync.oauth.intuit import IntuitOAuthClient
 from services.sync.oauth.state import StateSigner, StateStore
 from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.client import QboClient
-from services.sync.store import CdcCheckpoints, CommandLog, CustomerMappings, InvoiceStore, Outbox
+from services.sync.store import (
+    CdcCheckpoints,
+    CommandLog,
+    CustomerMappings,
+    InvoiceStore,
+    Outbox,
+    RejectedInvoices,
+)
 from services.sync.vault import TokenVault
-from services.sync.web import JSON, mapping_routes, oauth_routes
+from services.sync.web import JSON, mapping_routes, oauth_routes, rejected_invoice_routes
 from services.sync.webhooks import webhook_routes
 from services.sync.worker import CommandWorker, WorkerOptions
 
@@ -115,7 +122,14 @@ class SyncService:
 
         async def stats(_: Request) -> Response:
             # Intuit meters reads per realm: this is the figure to watch.
-            return JSON({"qbo_calls_by_realm": dict(self.qbo.calls)})
+            return JSON(
+                {
+                    "qbo_calls_by_realm": dict(self.qbo.calls),
+                    # Invoices QBO sent that could not be stored, since this process started;
+                    # the entries themselves are at /rejected-invoices.
+                    "rejected_invoices_by_realm": dict(self.deps.rejected.counts),
+                }
+            )
 
         routes = [
             Route("/healthz", healthz),
@@ -125,6 +139,7 @@ class SyncService:
                 self.oauth, self.vault, secure_cookies=self.settings.environment != "local"
             ),
             *mapping_routes(self.deps),
+            *rejected_invoice_routes(self.deps.rejected),
             *webhook_routes(
                 self.settings.qbo_webhook_verifier_token.get_secret_value(), self.publish
             ),
@@ -223,6 +238,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             events=InvoiceEvents(producer, settings.invoice_events_topic, invoices, outbox, clock),
             outbox=outbox,
             checkpoints=CdcCheckpoints(db, clock),
+            rejected=RejectedInvoices(db, clock),
             clock=clock,
             cdc_overlap=timedelta(seconds=settings.cdc_overlap_s),
         )

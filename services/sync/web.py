@@ -23,6 +23,7 @@ from services.sync import handlers
 from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.oauth.flow import REALM_ID, ConnectRejected, OAuthFlow
 from services.sync.quickbooks.errors import QboError, ReauthRequired
+from services.sync.store import RejectedInvoices
 from services.sync.vault import NotConnected, TokenVault
 
 NONCE_COOKIE = "qbo_oauth_nonce"
@@ -159,3 +160,38 @@ def mapping_routes(deps: Dependencies) -> list[Route]:
     return [
         Route("/customers/{local_customer_id:str}/mapping", map_customer, methods=["POST", "PUT"]),
     ]
+
+
+def rejected_invoice_routes(rejected: RejectedInvoices) -> list[Route]:
+    """`GET /rejected-invoices[?realm_id=…&limit=…]`: the invoices QBO sent that could not be
+    stored, newest first, with the reason and Intuit's JSON, for an operator to fix in QBO."""
+
+    async def list_rejected(request: Request) -> Response:
+        realm_id = request.query_params.get("realm_id")
+        if realm_id is not None and not REALM_ID.match(realm_id):
+            return error(400, "bad_realm", "realm id must be a QBO company id (digits)")
+        limit_text = request.query_params.get("limit", "100")
+        if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= 1000):
+            return error(400, "bad_limit", "limit must be an integer from 1 to 1000")
+        docs = await rejected.list(realm_id, int(limit_text))
+        return JSON(
+            {
+                "rejected_invoices": [
+                    {
+                        "realm_id": d.get("realm_id"),
+                        "invoice_id": d.get("invoice_id"),
+                        "reason": d.get("reason"),
+                        "source": d.get("source"),
+                        "command_id": d.get("command_id"),
+                        "first_seen_at": d.get("first_seen_at"),
+                        "last_seen_at": d.get("last_seen_at"),
+                        "times_seen": d.get("times_seen"),
+                        "raw_json": d.get("raw_json"),
+                        "raw_truncated": bool(d.get("raw_truncated")),
+                    }
+                    for d in docs
+                ]
+            }
+        )
+
+    return [Route("/rejected-invoices", list_rejected, methods=["GET"])]

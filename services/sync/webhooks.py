@@ -117,7 +117,7 @@ def parse_notifications(body: bytes) -> list[ChangeNotice]:
     try:
         document = jsoncodec.loads(body)
     except ValueError as exc:  # JsonRejected: malformed, bad UTF-8, too deep, out of range
-        raise WebhookInvalid(f"body is not usable JSON: {exc}") from None
+        raise WebhookInvalid(f"body is not JSON ({exc})") from None
     ignored: Counter[str] = Counter()
     if isinstance(document, list):
         notices = _cloudevents(document, ignored)
