@@ -316,6 +316,13 @@ async def run_projector(settings: Settings, projector: Projector) -> None:
         )
         try:
             await projector.read_invoices.prepare()
+            legacy = await projector.read_invoices.without_sort_keys()
+            if legacy:
+                log.warning(
+                    "read_model.amounts_in_earlier_form",
+                    invoices=legacy,
+                    hint="run `python -m services.api.projector --rebuild` for exact money sorts",
+                )
             # Idempotent; without the topic the consumer would only log errors until it exists.
             await ensure_topics(settings.kafka_bootstrap_servers, topics_for(settings))
             await consumer.start()

@@ -128,6 +128,13 @@ class ReadInvoices:
             elif held is None or held < docs[i]["version"]:
                 applied[i] = await self.apply(docs[i])
 
+    async def without_sort_keys(self) -> int:
+        """Documents written before amounts had exact text and sort keys (integer micros only).
+        They are read correctly, but sort among the nulls by total or balance until the read
+        model is rebuilt (`python -m services.api.projector --rebuild`); nothing rewrites them
+        behind the operator's back."""
+        return await self._collection.count_documents({"total_amt_key": {"$exists": False}})
+
     async def versions(self, keys: Sequence[str]) -> dict[str, int]:
         """The stored version of each of `keys` that is stored."""
         docs = await find_by_ids(self._collection, keys, {"version": 1})
