@@ -105,4 +105,38 @@ def loads(data: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonRejected(f"bad number: {type(exc).__name__}") from None
     if depth(document, max_depth) > max_depth:
         raise JsonRejected(f"nested deeper than {max_depth} levels")
+    if _mentions_surrogate(data) and _lone_surrogate(document):
+        raise JsonRejected("a string holds an unpaired surrogate (not Unicode text)")
     return document
+
+
+# JSON may spell a lone UTF-16 surrogate (\ud800). Python keeps it in the str, but it is not
+# Unicode text: BSON, UTF-8 and most consumers refuse it, so one such string in a record would
+# fail every write of its batch. Only documents whose text mentions one are walked.
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _mentions_surrogate(data: str | bytes | bytearray) -> bool:
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:  # a raw surrogate in the text itself
+            return True
+    return _ESCAPED_SURROGATE.search(data) is not None
+
+
+def _lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
