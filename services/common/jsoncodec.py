@@ -103,7 +103,7 @@ def loads(data: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonRejected(str(exc)[:200]) from None
     except ArithmeticError as exc:  # decimal.InvalidOperation on a pathological number
         raise JsonRejected(f"bad number: {type(exc).__name__}") from None
-    if depth(document, max_depth) > max_depth:
+    if _brackets(data) > max_depth and depth(document, max_depth) > max_depth:
         raise JsonRejected(f"nested deeper than {max_depth} levels")
     if _mentions_surrogate(data) and _lone_surrogate(document):
         raise JsonRejected("a string holds an unpaired surrogate (not Unicode text)")
@@ -123,6 +123,14 @@ def _mentions_surrogate(data: str | bytes | bytearray) -> bool:
         except UnicodeEncodeError:  # a raw surrogate in the text itself
             return True
     return _ESCAPED_SURROGATE.search(data) is not None
+
+
+def _brackets(data: str | bytes | bytearray) -> int:
+    # Counted in C: a document with no more opening brackets than the limit cannot be nested
+    # deeper, so most messages skip the walk (brackets inside strings only over-count).
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
 
 
 def _lone_surrogate(value: Any) -> bool:

@@ -70,7 +70,10 @@ def amount(value: Any) -> Decimal:
 
 def to_text(value: Decimal) -> str:
     """Canonical fixed-point text with at least two decimals: 1234.5 -> "1234.50"."""
-    checked = amount(value)
+    return _text(amount(value))
+
+
+def _text(checked: Decimal) -> str:
     return format(shown(checked), "f")
 
 
@@ -101,7 +104,10 @@ def sort_key(value: Decimal) -> str:
     (before "p") + the nines' complement of the same digits + "~", which sorts after every
     digit, so of two negatives the one with the larger magnitude sorts first.
     """
-    checked = amount(value)
+    return _key(amount(value))
+
+
+def _key(checked: Decimal) -> str:
     text = format(abs(checked).normalize(EXACT), "f")
     whole, _, fraction = text.partition(".")
     digits = whole.zfill(MAX_INTEGER_DIGITS) + "." + fraction.rstrip("0")
@@ -120,6 +126,11 @@ def to_micros(value: Decimal | int | str) -> int:
 
 def micros_if_exact(value: Decimal) -> int | None:
     """Micros when they hold `value` exactly within int64, else None (see `stored_fields`)."""
+    _, digits, exponent = value.as_tuple()
+    if isinstance(exponent, int) and exponent >= -6 and len(digits) + exponent <= 12:
+        # The common case, without the general checks: at most six decimals and below 10^12,
+        # so the micros are an exact int64 (this runs for every amount stored).
+        return int(value.scaleb(6, EXACT))
     try:
         micros = to_micros(value)
     except InexactAmount:
@@ -141,10 +152,11 @@ def stored_fields(name: str, value: Decimal, *, sortable: bool = False) -> dict[
     """The document fields that store one amount: `<name>` (exact text), `<name>_key` when the
     amount is sorted on, and `<name>_micros` while it fits, so a process still running the
     earlier version during a rolling upgrade reads the same value."""
-    fields: dict[str, Any] = {name: to_text(value)}
+    checked = amount(value)
+    fields: dict[str, Any] = {name: _text(checked)}
     if sortable:
-        fields[f"{name}_key"] = sort_key(value)
-    micros = micros_if_exact(value)
+        fields[f"{name}_key"] = _key(checked)
+    micros = micros_if_exact(checked)
     if micros is not None:
         fields[f"{name}_micros"] = micros
     return fields
