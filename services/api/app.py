@@ -58,6 +58,11 @@ class ApiService:
     requests_db: AsyncDatabase[Document] | None = None
     projector_task: asyncio.Task[None] | None = None
 
+    def projector_state(self) -> str:
+        if self.projector_task is None:
+            return "off"
+        return "stopped" if self.projector_task.done() else "running"
+
     def web_app(self) -> Starlette:
         db = self.requests_db if self.requests_db is not None else self.db
 
@@ -78,6 +83,7 @@ class ApiService:
                 links=ConnectLinks(load_connect_link_secret(self.settings), self.clock),
                 clock=self.clock,
                 ping_mongo=ping_mongo,
+                projector_state=self.projector_state,
             )
         )
         return Starlette(

@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.common import jsoncodec
-from services.common.money import from_micros
+from services.common.money import stored_amount
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
 from services.sync.store import InvoiceStore, Outbox
@@ -50,8 +50,8 @@ def invoice_updated(doc: Document) -> dict[str, Any]:
         "local_customer_id": doc.get("local_customer_id"),
         "status": doc["status"],
         "deleted": bool(doc["deleted"]),
-        "total_amt": from_micros(int(doc["total_amt_micros"])),
-        "balance": from_micros(int(doc["balance_micros"])),
+        "total_amt": stored_amount(doc, "total_amt"),
+        "balance": stored_amount(doc, "balance"),
         "currency": doc.get("currency"),
         "due_date": doc.get("due_date"),
         "txn_date": doc.get("txn_date"),

@@ -7,7 +7,9 @@ together by an outbox entry written before the invoices and deleted after their 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,12 +21,15 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common import money
 from services.common.messages import Command
-from services.common.money import to_micros
 from services.common.mongo import Document, IndexSpec, find_by_ids
 from services.sync.quickbooks.mapping import InvoiceRecord
 
 log = structlog.get_logger(__name__)
+
+_MAX_REASON = 1000
+_MAX_RAW = 256 * 1024  # an invoice is a few KB; the cap only keeps one entry well under 16 MB
 
 INDEXES = [
     IndexSpec("outbox", [("command_id", 1)], "command_id"),
@@ -32,6 +37,7 @@ INDEXES = [
     IndexSpec("invoices", [("realm_id", 1), ("qbo_customer_id", 1)], "realm_customer"),
     IndexSpec("customer_mappings", [("realm_id", 1), ("qbo_customer_id", 1)], "realm_customer"),
     IndexSpec("commands", [("realm_id", 1), ("status", 1)], "realm_status"),
+    IndexSpec("rejected_invoices", [("realm_id", 1), ("last_seen_at", -1)], "realm_last_seen"),
 ]
 
 Clock = Callable[[], datetime]
@@ -249,8 +255,8 @@ class InvoiceStore:
             "txn_date": _day(record.txn_date),
             "due_date": _day(record.due_date),
             "currency": record.currency,
-            "total_amt_micros": to_micros(record.total_amt),
-            "balance_micros": to_micros(record.balance),
+            **money.stored_fields("total_amt", record.total_amt),
+            **money.stored_fields("balance", record.balance),
             "status": record.status.value,
             "deleted": record.deleted,
             "sync_token": record.sync_token,
@@ -509,4 +515,77 @@ class Outbox:
         if older_than is not None:
             query["created_at"] = {"$lt": older_than}
         cursor = self._outbox.find(query).sort("created_at", 1).limit(limit)
+        return [d async for d in cursor]
+
+
+@dataclass(frozen=True)
+class InvoiceRejection:
+    """An invoice QBO sent that cannot be stored faithfully, and why (kept for an operator)."""
+
+    realm_id: str
+    invoice_id: str | None  # None when QBO's object has no usable Id
+    reason: str
+    raw_json: str  # Intuit's object as received (ASCII-escaped, so any text can be stored)
+
+    @property
+    def key(self) -> str:
+        if self.invoice_id is not None:
+            return f"{self.realm_id}:{self.invoice_id}"
+        digest = hashlib.sha256(self.raw_json.encode()).hexdigest()[:16]
+        return f"{self.realm_id}:unidentified:{digest}"
+
+
+class RejectedInvoices:
+    """`rejected_invoices`: one document per invoice that could not be stored (DESIGN.md
+    invariant 9). The rest of its page is stored, and the CDC checkpoint still moves, so one odd
+    invoice no longer holds back a whole company; this collection is where it stays visible
+    until QuickBooks is fixed. Storing a later version of the invoice removes its entry.
+    """
+
+    def __init__(self, db: AsyncDatabase[Document], clock: Clock) -> None:
+        self._rejected = db["rejected_invoices"]
+        self._clock = clock
+        self.counts: Counter[str] = Counter()  # rejections seen by this process, per realm
+
+    async def record(
+        self, rejections: Sequence[InvoiceRejection], source: str, command_id: str | None
+    ) -> None:
+        now = self._clock()
+        for rejection in rejections:
+            self.counts[rejection.realm_id] += 1
+            log.error(
+                "invoice.rejected",
+                realm_id=rejection.realm_id,
+                invoice_id=rejection.invoice_id,
+                reason=rejection.reason,
+                source=source,
+                command_id=command_id,
+            )
+            await self._rejected.update_one(
+                {"_id": rejection.key},
+                {
+                    "$set": {
+                        "realm_id": rejection.realm_id,
+                        "invoice_id": rejection.invoice_id,
+                        "reason": rejection.reason[:_MAX_REASON],
+                        "raw_json": rejection.raw_json[:_MAX_RAW],
+                        "raw_truncated": len(rejection.raw_json) > _MAX_RAW,
+                        "source": source,
+                        "command_id": command_id,
+                        "last_seen_at": now,
+                    },
+                    "$setOnInsert": {"first_seen_at": now},
+                    "$inc": {"times_seen": 1},
+                },
+                upsert=True,
+            )
+
+    async def resolve(self, keys: Sequence[str]) -> None:
+        """Forget the entries of invoices that have now been stored."""
+        if keys:
+            await self._rejected.delete_many({"_id": {"$in": list(keys)}})
+
+    async def list(self, realm_id: str | None = None, limit: int = 100) -> list[Document]:
+        query: Document = {"realm_id": realm_id} if realm_id is not None else {}
+        cursor = self._rejected.find(query).sort("last_seen_at", -1).limit(limit)
         return [d async for d in cursor]

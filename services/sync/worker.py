@@ -23,7 +23,12 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from pymongo.errors import PyMongoError
 
@@ -153,6 +158,12 @@ class CommandWorker:
         except MessageInvalid as exc:
             await self.dead_letter(record, str(exc), "MessageInvalid")
             return
+        except Exception as exc:
+            # parse_command is meant to raise only MessageInvalid; should some input still find
+            # another way to fail, it is the record's fault, and must not stop the partition.
+            log.exception("command.unparsable", partition=record.partition, offset=record.offset)
+            await self.dead_letter(record, f"unparsable: {type(exc).__name__}", "ParseError")
+            return
         bound = log.bind(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
@@ -246,9 +257,18 @@ class CommandWorker:
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
         ]
-        await self._producer.send_and_wait(
-            self._options.dead_letter_topic, record.value, key=record.key, headers=headers
-        )
+        try:
+            await self._producer.send_and_wait(
+                self._options.dead_letter_topic, record.value, key=record.key, headers=headers
+            )
+        except MessageSizeTooLargeError:
+            # A record just under the broker's limit no longer fits once the reason is added.
+            # Its bytes stay readable on the source topic at dlq.partition/dlq.offset.
+            size = len(record.value or b"") + len(record.key or b"")
+            headers.append(("dlq.value_omitted", f"{size} bytes, too large to copy".encode()))
+            await self._producer.send_and_wait(
+                self._options.dead_letter_topic, b"", key=None, headers=headers
+            )
         self.dead_lettered += 1
         log.warning(
             "command.dead_lettered",

@@ -159,6 +159,9 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
             realms=2,
             kafka_restart=True,
             db_restart=True,
+            poison_injections=2,
+            odd_amounts=3,
+            unstorable_amounts=1,
         )
 
     first = plan(7)
@@ -167,3 +170,6 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
     assert events.count("restart_kafka") == events.count("restart_db") == 1
     assert sum(e.startswith("kill_worker") for e in events) == 3
     assert events.count("kill_api") == 2
+    assert sum(e.startswith("poison:") for e in events) == 2
+    assert sum(e.startswith("odd_amount:") for e in events) == 3
+    assert sum(e.startswith("unstorable_amount:") for e in events) == 1
