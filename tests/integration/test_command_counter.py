@@ -14,6 +14,7 @@ from services.common.mongo import CommandCounter, counted_as, make_client
 from services.common.settings import Settings
 from services.sync.app import sync_service
 from tests.api_support import invoice_event, produce_events, running_api, seed_mapping
+from tests.integration.conftest import SYNC_AUTH
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -64,8 +65,12 @@ async def test_sync_stats_show_the_commands_only_when_counting(settings: Setting
         wired = settings.model_copy(update={"mongodb_command_counts": counting})
         async with sync_service(wired) as service:
             transport = httpx.ASGITransport(app=service.web_app())
-            async with httpx.AsyncClient(transport=transport, base_url="http://sync") as http:
-                body = (await http.get("/stats")).json()
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://sync", headers=SYNC_AUTH
+            ) as http:
+                answer = await http.get("/stats")
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
         if not counting:
             assert "mongo_commands" not in body
             continue
