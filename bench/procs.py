@@ -40,6 +40,21 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     return None
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat, fields 14 and 15):
+    the figure that does not depend on what else the machine's cores are doing."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after its closing parenthesis don't.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 @dataclass
 class Child:
     """One `python -m` child. `start` may be called again after it died (a restart)."""
@@ -129,6 +144,16 @@ class Child:
 
     def peak_rss_kib(self) -> int | None:
         return proc_status_kib(self.pid, "VmHWM") if self.alive else None
+
+    def cpu_seconds(self) -> float:
+        found = proc_cpu_seconds(self.pid) if self.alive else None
+        if found is None:
+            raise RuntimeError(f"{self.name} is not running: no CPU time to read")
+        return found
+
+    def signal(self, signum: int) -> None:
+        if self.alive and self.process is not None:
+            self.process.send_signal(signum)
 
 
 def child_env(overrides: Mapping[str, str]) -> dict[str, str]:

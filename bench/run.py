@@ -1,8 +1,9 @@
 """One benchmark run: set the system up once, measure the figures, tear it down.
 
-Data set: one company (realm) with two customers, seeded through the emulator's seed endpoint:
+Data set: one company (realm) with three customers, seeded through the emulator's seed endpoint:
 "big" holds all `--invoices` (100,000: one RefreshInvoices command syncs them all, 100 pages of
-1000) and "small" holds `--small-invoices` (100: the listing the api serves in figures 4-5).
+1000), "small" holds `--small-invoices` (100: the listing the api serves in figures 4-5) and
+"profiled" holds `--profile-invoices` (figure 7).
 
 Order matters, so that no figure pays for another's work:
 - 4. and 5. first, while the database holds only "small": webhook latency and listing load
@@ -12,6 +13,12 @@ Order matters, so that no figure pays for another's work:
   our own time for the same number of invoices; 3. raw `insert_many` of figure 1's documents.
 - 4b. webhook -> stored with figure 1's 100,000 invoices in the write model: on FerretDB v1
   every guarded write scans the collection, so this is where the size of the books shows.
+- 6. the api started again projects figure 1's events (catch-up): CPU and commands per event.
+- 7. a separate refresh of "profiled", with both services' profilers on (`bench.profiled`):
+  the top functions, written next to the results. Separate, so no figure pays the profiler.
+
+Next to each time, the engine-independent costs (`bench.costs`): CPU seconds of the service
+process (not wall time) and the MongoDB commands it sent, per invoice, change, event or request.
 
 The emulator's per-realm throttle (Intuit's 500 requests/minute) is lifted for the benchmark:
 it measures qbo-sync, not Intuit's quota. The CDC poller is slowed to once an hour so it does
@@ -23,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import pstats
+import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +46,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bench import baselines
 from bench.api_client import AUTH, ApiClient
 from bench.connect import connect_realms, map_customer
+from bench.costs import Costs, api_snapshot, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import FullSync, full_sync, seconds_to_first
 from bench.http_load import bare_server, run_loadgen
+from bench.kafka_counts import group_lag
 from bench.loadgen import LoadResult
 from bench.options import BenchOptions
 from bench.procs import ROOT, Child
@@ -52,7 +63,9 @@ from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 
 REALM = "9130350000000001"
-BIG, SMALL = "bench-big", "bench-small"
+BIG, SMALL, PROFILED = "bench-big", "bench-small", "bench-profiled"
+PROFILE_TOP = 8  # functions per profile shown in the table (the files hold 40)
+REST_S = 5.0  # how long the sync process's CPU at rest is measured
 
 log = structlog.get_logger(__name__)
 
@@ -71,13 +84,32 @@ class Figures:
     ours_same_count_s: float = 0.0
     raw: baselines.Throughput | None = None
     probe: list[float] | None = None
+    # Engine-independent costs of the figures above (see bench.costs).
+    sync_costs: Costs | None = None  # 1.
+    sync_rest_cpu_per_s: float = 0.0  # 1., CPU seconds per second of the sync process at rest
+    webhook_sync: Costs | None = None  # 4., sync process
+    webhook_api: Costs | None = None  # 4., api process (its projector's commands)
+    load_costs: Costs | None = None  # 5., api process
+    probe_costs: Costs | None = None  # 4b.
+    catch_up: Costs | None = None  # 6.
+    catch_up_s: float = 0.0
+    profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # 7.
+    profile_sync: FullSync | None = None
 
 
 async def run_bench(options: BenchOptions, base: Settings) -> Report:
     run_id = uuid.uuid4().hex[:8]
-    settings = run_settings(base, "bench", run_id, cdc_poll_interval_s=3600.0)
+    settings = run_settings(
+        base, "bench", run_id, cdc_poll_interval_s=3600.0, mongodb_command_counts=True
+    )
     logs = ROOT / ".local" / "bench" / "logs" / run_id
-    stack = Stack(settings, logs, emulator_env={"QBO_EMULATOR_THROTTLE_PER_MINUTE": "100000000"})
+    profile_dir = options.out.parent if options.profile_invoices else None
+    stack = Stack(
+        settings,
+        logs,
+        emulator_env={"QBO_EMULATOR_THROTTLE_PER_MINUTE": "100000000"},
+        profile_dir=profile_dir,
+    )
     figures = Figures()
     details: dict[str, Any] = {
         "run_id": run_id,
@@ -93,29 +125,54 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
         await stack.start_emulator()
         async with aiohttp.ClientSession() as http:
             admin = EmulatorAdmin(http, stack.emulator_url)
-            big, small = await _seed(admin, options)
+            big, small, profiled = await _seed(admin, options)
             await connect_realms(stack.wired(), admin, [REALM], "bench")
             sync = await stack.start_sync("all")
             await map_customer(http, stack.sync_url, BIG, REALM, big)
             await map_customer(http, stack.sync_url, SMALL, REALM, small)
+            await map_customer(http, stack.sync_url, PROFILED, REALM, profiled)
 
             api_child = await stack.start_api()
             api = ApiClient(http, stack.api_url)
             small_ids = await _refresh_small(api, options.small_invoices)
             log.warning("bench.webhook_latency", changes=options.webhook_changes)
+            sync_before = await sync_snapshot(http, stack.sync_url, sync)
+            api_before = await api_snapshot(http, stack.api_url, api_child)
             figures.webhook = await webhook_latencies(
                 admin, api, stack.sync_url, REALM, SMALL, small_ids, options.webhook_changes
             )
+            figures.webhook_sync = Costs.between(
+                sync_before, await sync_snapshot(http, stack.sync_url, sync)
+            )
+            figures.webhook_api = Costs.between(
+                api_before, await api_snapshot(http, stack.api_url, api_child)
+            )
             log.warning("bench.http_load", seconds=options.load_seconds)
-            await _http_load(figures, http, stack, options, logs)
+            await _http_load(figures, http, stack, api_child, options, logs)
             await api_child.stop()
 
-            await _write_side(figures, options, settings, db, admin, stack, sync, big)
+            await _write_side(figures, options, settings, db, admin, stack, sync, big, http)
             if options.probe_changes:
                 log.warning("bench.probe", changes=options.probe_changes)
+                sync_before = await sync_snapshot(http, stack.sync_url, sync)
                 figures.probe = await write_latencies(
                     admin, db, REALM, small_ids, options.probe_changes
                 )
+                figures.probe_costs = Costs.between(
+                    sync_before, await sync_snapshot(http, stack.sync_url, sync)
+                )
+            log.warning("bench.catch_up")
+            api_child = await stack.start_api()
+            await _catch_up(figures, http, settings, stack, api_child)
+            if profile_dir is not None:
+                log.warning("bench.profile", invoices=options.profile_invoices)
+                await _profile(figures, settings, db, profile_dir, sync, api_child, profiled)
+                details["profiles"] = {
+                    name: str((profile_dir / f"{name}-profile.txt").relative_to(ROOT))
+                    if profile_dir.is_relative_to(ROOT)
+                    else str(profile_dir / f"{name}-profile.txt")
+                    for name in figures.profiles
+                }
             details["emulator"] = _emulator_summary(await admin.stats())
     except BaseException:
         print(stack.logs_tail())
@@ -139,10 +196,18 @@ async def _write_side(
     stack: Stack,
     sync: Child,
     big: str,
+    http: aiohttp.ClientSession,
 ) -> None:
     """Figures 1-3: the full sync, the naive baseline and raw inserts of the same data."""
+    # What the sync process spends doing nothing (Kafka polls and heartbeats, timers): part of
+    # any window measured, so the per-invoice figure is also given without it.
+    resting = await sync_snapshot(http, stack.sync_url, sync)
+    await asyncio.sleep(REST_S)
+    before = await sync_snapshot(http, stack.sync_url, sync)
+    figures.sync_rest_cpu_per_s = (before.cpu_s - resting.cpu_s) / REST_S
     log.warning("bench.full_sync", invoices=options.invoices)
     figures.sync = await full_sync(settings, db, REALM, BIG, big)
+    figures.sync_costs = Costs.between(before, await sync_snapshot(http, stack.sync_url, sync))
     figures.sync_rss_mib = (sync.peak_rss_kib() or 0) / 1024
 
     log.warning("bench.baseline", max_seconds=options.baseline_seconds)
@@ -168,6 +233,85 @@ async def _write_side(
     )
 
 
+async def _projected_all(settings: Settings, within_s: float = 1800.0) -> None:
+    """Until the projector's group has committed every event on the topic."""
+    deadline = time.monotonic() + within_s
+    while await group_lag(
+        settings.kafka_bootstrap_servers,
+        settings.projector_consumer_group,
+        settings.invoice_events_topic,
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the projector did not catch up in {within_s} s")
+        await asyncio.sleep(0.2)
+
+
+async def _catch_up(
+    figures: Figures,
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    stack: Stack,
+    api: Child,
+) -> None:
+    """Figure 6: the api, started again, projects the events figure 1 left on the topic.
+
+    Measured from the moment the api answers (its start-up is not projection) until the group
+    has committed every event; the events counted are those its projector handled meanwhile.
+    """
+    before = await api_snapshot(http, stack.api_url, api)
+    began = time.perf_counter()
+    await _projected_all(settings)
+    figures.catch_up_s = time.perf_counter() - began
+    figures.catch_up = Costs.between(before, await api_snapshot(http, stack.api_url, api))
+
+
+async def _profile(
+    figures: Figures,
+    settings: Settings,
+    db: AsyncDatabase[Document],
+    profile_dir: Path,
+    sync: Child,
+    api: Child,
+    profiled: str,
+) -> None:
+    """Figure 7: one more refresh, of "profiled", with both services' profilers on."""
+    written = {c.name: profile_dir / f"{c.name}.prof" for c in (sync, api)}
+    for path in written.values():
+        path.unlink(missing_ok=True)
+    for child in (sync, api):
+        child.signal(signal.SIGUSR1)
+    figures.profile_sync = await full_sync(settings, db, REALM, PROFILED, profiled)
+    await _projected_all(settings)
+    for child in (sync, api):
+        child.signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while not all(p.exists() for p in written.values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"profiles not written: {sorted(map(str, written.values()))}")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # the text file is written right after the .prof
+    for name, path in written.items():
+        figures.profiles[name] = top_functions(path, PROFILE_TOP)
+
+
+def top_functions(path: Path, top: int) -> list[tuple[str, float]]:
+    """The `top` functions by own time, with their share of the profile's total time."""
+    stats = pstats.Stats(str(path))
+    entries: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = getattr(
+        stats, "stats", {}
+    )
+    total = getattr(stats, "total_tt", 0.0) or 1.0
+    ranked = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [
+        (f"{Path(file).name}:{line}({func})", own / total)
+        for (file, line, func), (_, _, own, _, _) in ranked
+    ]
+
+
+def _per(value: float, count: int) -> float:
+    return value / count if count else float("nan")
+
+
 def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
     report = Report(
         f"qbo-sync benchmark — run {run_id}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
@@ -181,6 +325,23 @@ def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
         report.add(s, "invoices stored in MongoDB", ours.stored)
         report.add(s, "InvoiceUpdated events on the topic", ours.events_on_topic)
         report.add(s, "sync process peak RSS (VmHWM)", f.sync_rss_mib, "MiB")
+        if f.sync_costs is not None:
+            c = f.sync_costs
+            report.add(
+                s, "sync process CPU per stored invoice", _per(c.cpu_s, ours.stored) * 1e6, "µs"
+            )
+            busy = c.cpu_s - f.sync_rest_cpu_per_s * ours.seconds
+            report.add(
+                s,
+                "the same, less its CPU at rest over that time",
+                _per(busy, ours.stored) * 1e6,
+                "µs",
+            )
+            report.add(s, "sync process CPU at rest", f.sync_rest_cpu_per_s * 1e3, "ms/s")
+            report.add(
+                s, "MongoDB commands per stored invoice", _per(c.total_commands(), ours.stored)
+            )
+            report.add(s, "MongoDB commands in all", c.total_commands())
     if f.naive is not None and ours is not None:
         same = f.naive.count / f.ours_same_count_s if f.ours_same_count_s > 0 else float("nan")
         boxed = (
@@ -202,10 +363,27 @@ def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
         report.add(s, "p50", percentile(f.webhook, 50) * 1000, "ms")
         report.add(s, "p99", percentile(f.webhook, 99) * 1000, "ms")
         report.add(s, "max", max(f.webhook) * 1000, "ms")
+        n = len(f.webhook)
+        if f.webhook_sync is not None:
+            sync_commands = f.webhook_sync.total_commands()
+            report.add(s, "sync MongoDB commands per change", _per(sync_commands, n))
+            report.add(s, "sync process CPU per change", _per(f.webhook_sync.cpu_s, n) * 1e3, "ms")
+        if f.webhook_api is not None:
+            projector = f.webhook_api.commands["projector"]
+            report.add(s, "projector MongoDB commands per change", _per(projector, n))
+            if f.webhook_sync is not None:
+                both = f.webhook_sync.total_commands() + projector
+                report.add(s, "MongoDB commands per change, sync + projector", _per(both, n))
     if f.probe:
         s = f"4b. webhook -> stored + event acked, {options.invoices:,} invoices stored"
         report.add(s, f"p50 ({len(f.probe)} changes)", percentile(f.probe, 50) * 1000, "ms")
         report.add(s, "max", max(f.probe) * 1000, "ms")
+        if f.probe_costs is not None:
+            report.add(
+                s,
+                "sync MongoDB commands per change",
+                _per(f.probe_costs.total_commands(), len(f.probe)),
+            )
     if f.load_api is not None and f.load_bare is not None:
         api, bare = f.load_api, f.load_bare
         s = (
@@ -220,20 +398,52 @@ def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
         report.add(s, "bare Starlette requests/s", bare.requests_per_s)
         report.add(s, "bare Starlette p99", bare.p99_ms, "ms")
         report.add(s, "ratio api / bare", ratio(api.requests_per_s, bare.requests_per_s))
+        if f.load_costs is not None and f.load_costs.requests:
+            c = f.load_costs
+            report.add(
+                s, "api MongoDB commands per request", _per(c.commands["service"], c.requests)
+            )
+            report.add(s, "api process CPU per request", _per(c.cpu_s, c.requests) * 1e6, "µs")
         report.details["load"] = {"api": vars(api), "bare": vars(bare)}
+    if f.catch_up is not None:
+        c = f.catch_up
+        s = "6. the api projects figure 1's events (catch-up after a restart)"
+        report.add(s, "events projected", c.events_projected)
+        report.add(
+            s,
+            "events/s",
+            _per(c.events_projected, 1) / f.catch_up_s if f.catch_up_s else float("nan"),
+        )
+        report.add(
+            s, "api process CPU per projected event", _per(c.cpu_s, c.events_projected) * 1e6, "µs"
+        )
+        report.add(
+            s,
+            "projector MongoDB commands per event",
+            _per(c.commands["projector"], c.events_projected),
+        )
+    if f.profiles and f.profile_sync is not None:
+        s = (
+            f"7. profiled refresh of {f.profile_sync.stored:,} invoices: top functions by own "
+            "time (share of profiled time)"
+        )
+        for name, top in f.profiles.items():
+            for function, share in top:
+                report.add(s, f"{name}: {function}", share * 100, "%")
     if ours is not None:
         report.details["full_sync_result"] = ours.result
     return report
 
 
-async def _seed(admin: EmulatorAdmin, options: BenchOptions) -> tuple[str, str]:
-    """Seed "big" then "small"; returns their QBO customer ids."""
+async def _seed(admin: EmulatorAdmin, options: BenchOptions) -> tuple[str, str, str]:
+    """Seed "big", "small" then "profiled"; returns their QBO customer ids."""
     await admin.seed(REALM, 1, options.invoices)
     await admin.seed(REALM, 1, options.small_invoices)
+    await admin.seed(REALM, 1, options.profile_invoices)
     token = (await admin.issue_tokens(REALM))["access_token"]
     customers = await admin.query_all(REALM, "Customer", "", token)
-    big, small = (str(c["Id"]) for c in customers[-2:])
-    return big, small
+    big, small, profiled = (str(c["Id"]) for c in customers[-3:])
+    return big, small, profiled
 
 
 async def _refresh_small(api: ApiClient, expected: int) -> list[str]:
@@ -255,6 +465,7 @@ async def _http_load(
     figures: Figures,
     http: aiohttp.ClientSession,
     stack: Stack,
+    api: Child,
     options: BenchOptions,
     logs: Path,
 ) -> None:
@@ -263,7 +474,9 @@ async def _http_load(
     async with http.get(url, headers=AUTH) as response:
         payload = await response.read()
     figures.payload_bytes = len(payload)
+    before = await api_snapshot(http, stack.api_url, api)
     figures.load_api = await run_loadgen(url, options.load_connections, options.load_seconds, AUTH)
+    figures.load_costs = Costs.between(before, await api_snapshot(http, stack.api_url, api))
     bare, bare_url = await bare_server(payload, logs)
     try:
         figures.load_bare = await run_loadgen(

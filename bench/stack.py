@@ -73,6 +73,7 @@ def service_env(settings: Settings, emulator_url: str, sync_url: str) -> dict[st
             "CDC_OVERLAP_S": str(settings.cdc_overlap_s),
             "OUTBOX_SWEEP_INTERVAL_S": str(settings.outbox_sweep_interval_s),
             "COMMAND_MAX_ATTEMPTS": str(settings.command_max_attempts),
+            "MONGODB_COMMAND_COUNTS": str(settings.mongodb_command_counts).lower(),
             # Local mode on loopback: the published development secrets and tokens.
             "ENVIRONMENT": "local",
             "API_TOKENS": "",
@@ -91,6 +92,9 @@ class Stack:
     settings: Settings
     logs: Path
     emulator_env: Mapping[str, str] = field(default_factory=dict)
+    # Run the services under `bench.profiled` (a profiler that sleeps until SIGUSR1), writing
+    # their profiles here.
+    profile_dir: Path | None = None
     emulator_port: int = field(default_factory=free_port)
     sync_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -129,6 +133,11 @@ class Stack:
         self.children[name] = made
         return made
 
+    def _service_args(self, name: str, module: str, *args: str) -> tuple[str, ...]:
+        if self.profile_dir is None:
+            return (module, *args)
+        return ("bench.profiled", "--out", str(self.profile_dir), "--name", name, module, *args)
+
     async def start_emulator(self) -> Child:
         emulator = self.child(
             "emulator",
@@ -146,7 +155,10 @@ class Stack:
     async def start_sync(self, role: str = "all", name: str = "sync") -> Child:
         port = self.sync_port if role in ("all", "web") else free_port()
         sync = self.child(
-            name, "services.sync", "--host", "127.0.0.1", "--port", str(port), "--role", role
+            name,
+            *self._service_args(
+                name, "services.sync", "--host", "127.0.0.1", "--port", str(port), "--role", role
+            ),
         )
         await sync.start()
         if role in ("all", "web"):
@@ -154,7 +166,12 @@ class Stack:
         return sync
 
     async def start_api(self) -> Child:
-        api = self.child("api", "services.api", "--host", "127.0.0.1", "--port", str(self.api_port))
+        api = self.child(
+            "api",
+            *self._service_args(
+                "api", "services.api", "--host", "127.0.0.1", "--port", str(self.api_port)
+            ),
+        )
         await api.start()
         await api.wait_http(f"{self.api_url}/readyz")
         return api

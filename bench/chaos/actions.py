@@ -14,11 +14,57 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
+from aiokafka.errors import KafkaError
+
 from bench.api_client import ApiClient, ApiUnavailable
 from bench.chaos.instance import InfraInstance
 from bench.chaos.ledger import Customer, Ledger
 from bench.chaos.supervisor import Supervisor
 from bench.emulator_admin import EmulatorAdmin
+from services.common.kafka import make_producer
+
+# Records nothing may choke on (DESIGN.md invariant 9), sent to both consumed topics: the
+# nested-array bomb that once stopped all syncing, then bad UTF-8, an integer past Python's
+# digit limit, a tombstone, and well-formed JSON that breaks the contract.
+POISON: tuple[bytes | None, ...] = (
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"type":"RefreshInvoices","realm_id":"\xff\xfe"}',
+    b'{"type":"RefreshInvoices","n":' + b"9" * 5_000 + b"}",
+    None,
+    b'{"specversion":"1.0","type":"RefreshInvoices","data":{"total_amt":1E+999999999}}',
+)
+# An amount nothing can hold exactly (beyond 20 integer digits): the invoice is recorded as
+# rejected while the rest of its company goes on, until QuickBooks is "fixed" at the end.
+UNSTORABLE = Decimal("1E+25")
+
+
+@dataclass
+class PoisonInjector:
+    """Produces poison records onto the topics the services consume, keyed like real records
+    so they land in the partitions real commands and events use."""
+
+    bootstrap_servers: str
+    commands_topic: str
+    events_topic: str
+    injected: int = 0
+
+    async def inject(self, realm_id: str, invoice_key: str, within_s: float = 120.0) -> int:
+        deadline = time.monotonic() + within_s
+        while True:
+            producer = make_producer(self.bootstrap_servers, client_id="chaos-poison")
+            try:
+                await producer.start()
+                for value in POISON:
+                    await producer.send_and_wait(self.commands_topic, value, key=realm_id.encode())
+                    await producer.send_and_wait(self.events_topic, value, key=invoice_key.encode())
+                self.injected += 2 * len(POISON)
+                return 2 * len(POISON)
+            except (KafkaError, OSError):
+                if time.monotonic() > deadline:  # the broker may be restarting: try again
+                    raise
+                await asyncio.sleep(1.0)
+            finally:
+                await producer.stop()
 
 
 def cents(rng: random.Random, low: int, high: int) -> Decimal:
@@ -41,6 +87,10 @@ class Actions:
     last_change: float = 0.0  # wall-clock time of the last change made in QuickBooks
     restarted: dict[str, float] = field(default_factory=dict)  # kafka/ferretdb -> back after s
     kills_planned: int = 0
+    poison: PoisonInjector | None = None
+    unstorable: list[tuple[Customer, str]] = field(default_factory=list)
+    odd_amounts: int = 0
+    rejected_seen: int = 0
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -121,6 +171,15 @@ class Actions:
             realm = self.realms[int(arg) % len(self.realms)]
             expired = await self.admin.expire_access_tokens(realm)
             self.note(f"expired {expired} access token(s) of realm {realm}")
+        elif name == "poison" and self.poison is not None:
+            customer = self.ledger.customers[int(arg) % len(self.ledger.customers)]
+            invoice_id = self.ledger.pick(self.rng, customer) or "1"
+            sent = await self.poison.inject(customer.realm_id, f"{customer.realm_id}:{invoice_id}")
+            self.note(f"{sent} poison records onto the commands and events topics")
+        elif name == "odd_amount":
+            await self._odd_amount(self.ledger.customers[int(arg) % len(self.ledger.customers)])
+        elif name == "unstorable_amount":
+            await self._unstorable(self.ledger.customers[int(arg) % len(self.ledger.customers)])
         elif name in ("restart_kafka", "restart_db") and self.instance is not None:
             target = "kafka" if name == "restart_kafka" else "ferretdb"
             async with self.infra_lock:
@@ -129,3 +188,46 @@ class Actions:
                 await self.instance.crash_and_restart(target, down_for)
                 self.restarted[target] = time.monotonic() - began
                 self.note(f"{target} back after {self.restarted[target]:.1f} s")
+
+    async def _odd_amount(self, customer: Customer) -> None:
+        """Amounts integer micros could not hold: seven decimals, and a three-decimal balance
+        (KWD, BHD, JOD, OMR, TND bill in thousandths)."""
+        invoice_id = self.ledger.pick(self.rng, customer)
+        if invoice_id is None:
+            return
+        total = cents(self.rng, 100, 99_999) + Decimal(self.rng.randint(1, 99)).scaleb(-7)
+        balance = Decimal(self.rng.randint(0, int(total * 1000))).scaleb(-3)
+        await self.admin.update_invoice(
+            customer.realm_id, invoice_id, {"TotalAmt": total, "Balance": balance}
+        )
+        self.odd_amounts += 1
+        self.ledger.changes += 1
+        self.last_change = time.time()
+        self.note(f"invoice {invoice_id} of {customer.local_id}: total {total}, balance {balance}")
+
+    async def _unstorable(self, customer: Customer) -> None:
+        invoice_id = self.ledger.pick(self.rng, customer)
+        if invoice_id is None:
+            return
+        fields = {"TotalAmt": UNSTORABLE, "Balance": UNSTORABLE}
+        await self.admin.update_invoice(customer.realm_id, invoice_id, fields)
+        self.unstorable.append((customer, invoice_id))
+        self.ledger.changes += 1
+        self.last_change = time.time()
+        self.note(f"invoice {invoice_id} of {customer.local_id} set to {UNSTORABLE}")
+
+    async def repair_unstorable(self) -> int:
+        """QuickBooks fixed by a person: every invoice set beyond range gets a normal amount."""
+        repaired = 0
+        for customer, invoice_id in self.unstorable:
+            if await self.admin.get_invoice(customer.realm_id, invoice_id) is None:
+                continue  # deleted meanwhile
+            amount = cents(self.rng, 100, 99_999)
+            await self.admin.update_invoice(
+                customer.realm_id, invoice_id, {"TotalAmt": amount, "Balance": amount}
+            )
+            repaired += 1
+        if repaired:
+            self.last_change = time.time()
+            self.note(f"repaired {repaired} invoice(s) with unstorable amounts")
+        return repaired

@@ -40,6 +40,12 @@ class ChaosOptions:
     worker_kills: int = 3
     api_kills: int = 2
     token_expiries: int = 3
+    # What outsiders send: poison records onto the commands and events topics, invoices set to
+    # amounts integer micros could not hold, and invoices set beyond any exact range (repaired
+    # in QuickBooks before the audit, after the CDC checkpoint has moved past them).
+    poison_injections: int = 2
+    odd_amounts: int = 3
+    unstorable_amounts: int = 1
     kafka_restart: bool = True
     db_restart: bool = True
     webhook_drop_probability: float = 0.15
@@ -69,6 +75,9 @@ def parse_options(argv: Sequence[str] | None = None) -> ChaosOptions:
     p.add_argument("--worker-kills", type=int, default=d.worker_kills)
     p.add_argument("--api-kills", type=int, default=d.api_kills)
     p.add_argument("--token-expiries", type=int, default=d.token_expiries)
+    p.add_argument("--poison-injections", type=int, default=d.poison_injections)
+    p.add_argument("--odd-amounts", type=int, default=d.odd_amounts)
+    p.add_argument("--unstorable-amounts", type=int, default=d.unstorable_amounts)
     p.add_argument("--no-kafka-restart", action="store_true")
     p.add_argument("--no-db-restart", action="store_true")
     p.add_argument("--no-faults", action="store_true", help="QuickBooks answers every request")
@@ -87,6 +96,9 @@ def parse_options(argv: Sequence[str] | None = None) -> ChaosOptions:
         worker_kills=a.worker_kills,
         api_kills=a.api_kills,
         token_expiries=a.token_expiries,
+        poison_injections=a.poison_injections,
+        odd_amounts=a.odd_amounts,
+        unstorable_amounts=a.unstorable_amounts,
         kafka_restart=not a.no_kafka_restart,
         db_restart=not a.no_db_restart,
         faults=[] if a.no_faults else default_faults(),

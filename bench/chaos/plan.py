@@ -2,8 +2,9 @@
 
 Pure code: the same seed gives the same plan. Operations are what users and QuickBooks do
 (refresh a customer, change, void, delete or create an invoice); chaos events are what the
-platform does (kill a process, restart the broker or the database, expire tokens), each
-attached to the operation before which it fires.
+platform does (kill a process, restart the broker or the database, expire tokens) or what
+outsiders send (poison records on the topics, amounts with odd precision or beyond range),
+each attached to the operation before which it fires.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def make_plan(
     realms: int,
     kafka_restart: bool,
     db_restart: bool,
+    poison_injections: int = 0,
+    odd_amounts: int = 0,
+    unstorable_amounts: int = 0,
 ) -> list[Step]:
     chaos: dict[int, list[str]] = {}
     last = operations - 1
@@ -54,6 +58,12 @@ def make_plan(
         at(spot, "kill_api")
     for spot in _spots(rng, token_expiries, 0, last):
         at(spot, f"expire_tokens:{rng.randrange(realms)}")
+    for spot in _spots(rng, poison_injections, 1, last - 1):
+        at(spot, f"poison:{rng.randrange(customers)}")
+    for spot in _spots(rng, odd_amounts, 0, last):
+        at(spot, f"odd_amount:{rng.randrange(customers)}")
+    for spot in _spots(rng, unstorable_amounts, 0, last):
+        at(spot, f"unstorable_amount:{rng.randrange(customers)}")
     # The broker early, the database late: their restarts never overlap.
     if kafka_restart:
         at(rng.randint(operations // 5, operations * 2 // 5), "restart_kafka")

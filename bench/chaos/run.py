@@ -24,7 +24,7 @@ import aiohttp
 from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.api_client import ApiClient
-from bench.chaos.actions import Actions
+from bench.chaos.actions import Actions, PoisonInjector
 from bench.chaos.compare import DELETED, Audit, Key, Shown, audit, expected_from_qbo, shown_by_api
 from bench.chaos.evidence import account, diagnose
 from bench.chaos.instance import InfraInstance
@@ -105,6 +105,11 @@ async def run_chaos(options: ChaosOptions, base: Settings) -> tuple[Report, Audi
                 realms,
                 [c.name for c in children if c.name.startswith("sync-worker")],
                 instance if options.restarts_infra else None,
+                poison=PoisonInjector(
+                    settings.kafka_bootstrap_servers,
+                    settings.commands_topic,
+                    settings.invoice_events_topic,
+                ),
             )
             await _refresh_all(actions, api, ledger.customers)
             actions.note("initial sync done; faults on")
@@ -139,6 +144,19 @@ async def run_chaos(options: ChaosOptions, base: Settings) -> tuple[Report, Audi
                 ledger,
                 actions.restarted,
                 actions.kills_planned,
+            )
+            section = "what outsiders sent"
+            injected = actions.poison.injected if actions.poison else 0
+            report.add(section, "poison records injected (commands + events topics)", injected)
+            report.add(section, "invoices set to odd-precision amounts", actions.odd_amounts)
+            report.add(section, "invoices set to unstorable amounts", len(actions.unstorable))
+            report.add(
+                section, "  rejected invoices seen while CDC moved on", actions.rejected_seen
+            )
+            report.add(
+                section,
+                "  rejected invoices left after the repair",
+                await db["rejected_invoices"].count_documents({}),
             )
             report.details["timeline"] = actions.log
     except BaseException:
@@ -219,6 +237,9 @@ async def _play(actions: Actions, options: ChaosOptions, ledger: Ledger) -> None
         realms=options.realms,
         kafka_restart=options.kafka_restart and options.restarts_infra,
         db_restart=options.db_restart and options.restarts_infra,
+        poison_injections=options.poison_injections,
+        odd_amounts=options.odd_amounts,
+        unstorable_amounts=options.unstorable_amounts,
     )
     background: list[asyncio.Task[None]] = []
     for step in plan:
@@ -243,6 +264,15 @@ async def _quiesce_and_audit(
     actions.note("quiesce: final refresh of every customer")
     await _refresh_all(actions, actions.api, ledger.customers)
     await _wait(lambda: _cdc_caught_up(db, actions.realms, actions.last_change), deadline, "CDC")
+    if actions.unstorable:
+        # The checkpoints moved past the invoices nothing can store (they are only recorded):
+        # now a person fixes them in QuickBooks, and CDC alone must bring them in.
+        actions.rejected_seen = await db["rejected_invoices"].count_documents({})
+        actions.note(f"quiesce: CDC moved on past {actions.rejected_seen} rejected invoice(s)")
+        await actions.repair_unstorable()
+        await _wait(
+            lambda: _cdc_caught_up(db, actions.realms, actions.last_change), deadline, "CDC"
+        )
     await _wait(lambda: _outbox_empty(db), deadline, "outbox")
     actions.note("quiesce: CDC past the last change, outbox empty")
     await _wait(lambda: _projected(settings), deadline, "projector")

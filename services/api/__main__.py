@@ -1,4 +1,9 @@
-"""`python -m services.api`: the read API, the dashboard and the event projector, one process."""
+"""`python -m services.api`: the read API, the dashboard and the event projector, one process.
+
+If the projector task ends while the api still serves, events are no longer projected: the
+process stops and exits non-zero so that it is restarted (DESIGN.md invariant 9), rather than
+answering from a read model that silently stopped moving.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import asyncio
 import sys
 
+import structlog
 import uvicorn
 
 from services.api.app import OWN_SECRETS, api_service
@@ -13,8 +19,12 @@ from services.common.credentials import InsecureConfiguration, require_own_secre
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
 
+log = structlog.get_logger(__name__)
 
-async def serve(host: str, port: int) -> None:
+EXIT_PROJECTOR_DIED = 3
+
+
+async def serve(host: str, port: int) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     require_own_secrets(settings, OWN_SECRETS, host)
@@ -27,7 +37,20 @@ async def serve(host: str, port: int) -> None:
             access_log=False,
             lifespan="off",
         )
-        await uvicorn.Server(config).serve()
+        server = uvicorn.Server(config)
+        web = asyncio.create_task(server.serve())
+        projector = service.projector_task
+        done, _ = await asyncio.wait(
+            {t for t in (web, projector) if t is not None}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if projector is None or projector not in done:
+            await web
+            return 0
+        error = projector.exception() if not projector.cancelled() else None
+        log.error("projector.died", error=repr(error), exc_info=error)
+        server.should_exit = True
+        await web
+        return EXIT_PROJECTOR_DIED
 
 
 def main() -> None:
@@ -36,9 +59,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.host, args.port))
+        code = asyncio.run(serve(args.host, args.port))
     except InsecureConfiguration as exc:
         sys.exit(f"refusing to start: {exc}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

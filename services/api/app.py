@@ -29,7 +29,7 @@ from services.api.routes import RouteContext, api_routes
 from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
 from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.credentials import require_own_secrets
-from services.common.mongo import Document, make_client
+from services.common.mongo import CommandCounter, Document, make_client
 from services.common.settings import Settings
 
 Clock = Callable[[], datetime]
@@ -58,6 +58,11 @@ class ApiService:
     requests_db: AsyncDatabase[Document] | None = None
     projector_task: asyncio.Task[None] | None = None
 
+    def projector_state(self) -> str:
+        if self.projector_task is None:
+            return "off"
+        return "stopped" if self.projector_task.done() else "running"
+
     def web_app(self) -> Starlette:
         db = self.requests_db if self.requests_db is not None else self.db
 
@@ -78,6 +83,7 @@ class ApiService:
                 links=ConnectLinks(load_connect_link_secret(self.settings), self.clock),
                 clock=self.clock,
                 ping_mongo=ping_mongo,
+                projector_state=self.projector_state,
             )
         )
         return Starlette(
@@ -100,14 +106,16 @@ async def api_service(
     tokens = load_api_tokens(settings)
     if not settings.api_tokens.get_secret_value():
         log.warning("api.dev_token_accepted", hint="set API_TOKENS outside local development")
-    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api")
+    counter = CommandCounter() if settings.mongodb_command_counts else None
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-api", counter=counter)
     requests_mongo = make_client(
         settings.mongodb_uri,
         app_name="qbo-sync-api",
         operation_timeout_s=settings.request_timeout_s,
+        counter=counter,
     )
     producer = LazyProducer(settings.kafka_bootstrap_servers, f"{settings.kafka_client_id}-api")
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(counter)
     db = mongo[settings.mongodb_database]
     projector = Projector(
         ReadInvoices(db), DeadLetters(producer, settings.dead_letter_topic), metrics, clock=clock

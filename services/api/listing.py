@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from services.common import money
 from services.common.mongo import Document
 
 DEFAULT_LIMIT = 50
@@ -26,17 +27,19 @@ STATUSES = ("all", "open", "overdue", "paid", "voided", "deleted")
 # Public sort key -> read-model field.
 SORT_FIELDS: Mapping[str, str] = {
     "due_date": "due_date",
-    "total": "total_amt_micros",
-    "balance": "balance_micros",
+    # Amounts sort by their order-preserving text key (services/common/money.py): exact for
+    # any number of decimals, and a plain string comparison for the keyset filters.
+    "total": "total_amt_key",
+    "balance": "balance_key",
     "doc_number": "doc_number",
 }
 SORTS = tuple(f"{sign}{key}" for key in SORT_FIELDS for sign in ("", "-"))
 DEFAULT_SORT = "due_date"
-_MONEY_FIELDS = frozenset({"total_amt_micros", "balance_micros"})
+_MONEY_FIELDS = frozenset({"total_amt_key", "balance_key"})
 _DIGITS = re.compile(r"^[0-9]{1,9}$")
 _MAX_CURSOR_CHARS = 1024
 
-SortValue = str | int | None
+SortValue = str | None
 
 
 class InvalidParameter(ValueError):
@@ -85,7 +88,7 @@ class Sort:
 
     def value_of(self, doc: Mapping[str, Any]) -> SortValue:
         value = doc.get(self.field)
-        return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,10 @@ class Cursor:
             raise InvalidParameter("cursor", "cursor is malformed") from None
         if not isinstance(sort, str) or sort not in SORTS or not isinstance(last_id, str):
             raise InvalidParameter("cursor", "cursor is malformed")
-        field = SORT_FIELDS[sort.lstrip("-")]
-        valid = (
-            (isinstance(value, int) and not isinstance(value, bool))
-            if field in _MONEY_FIELDS
-            else (value is None or isinstance(value, str))
-        )
-        if not valid:
+        money_sort = SORT_FIELDS[sort.lstrip("-")] in _MONEY_FIELDS
+        if not (value is None or isinstance(value, str)) or (
+            money_sort and isinstance(value, str) and not money.SORT_KEY.fullmatch(value)
+        ):
             raise InvalidParameter("cursor", "cursor is malformed")
         return cls(sort, value, last_id)
 
@@ -184,7 +184,21 @@ def customer_filter(mapping: Mapping[str, Any]) -> Document:
 
 
 def combine(*filters: Document) -> Document:
-    parts = [f for f in filters if f]
-    if not parts:
-        return {}
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    """All of `filters` at once, as one flat filter where their fields don't collide.
+
+    Flat rather than `$and`: FerretDB v1 hands a filter's top-level equalities (the customer,
+    the status) to its backend, and looks at nothing inside `$and`, which would make it decode
+    every document of the collection. A field two filters both constrain goes into `$and`.
+    MongoDB plans both shapes alike.
+    """
+    merged: Document = {}
+    clashing: list[Document] = []
+    for part in filters:
+        for key, value in part.items():
+            if key in merged:
+                clashing.append({key: value})
+            else:
+                merged[key] = value
+    if clashing:
+        merged["$and"] = [*merged.get("$and", []), *clashing]
+    return merged

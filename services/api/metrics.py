@@ -7,16 +7,39 @@ and `/metrics` shows exactly this app's figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.mongo import CommandCounter
+
+
+class MongoCommandsCollector(Collector):
+    """`qbo_mongo_commands_total`, read from the client's `CommandCounter` at each scrape."""
+
+    def __init__(self, counter: CommandCounter) -> None:
+        self._counter = counter
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "qbo_mongo_commands",
+            "Commands sent to MongoDB by caller (projector, service), command and collection.",
+            labels=["caller", "command", "collection"],
+        )
+        for (caller, command, collection), count in sorted(self._counter.counts.items()):
+            family.add_metric([caller, command, collection], count)
+        yield family
+
 
 class ApiMetrics:
-    def __init__(self) -> None:
+    def __init__(self, mongo_commands: CommandCounter | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        if mongo_commands is not None:
+            self.registry.register(MongoCommandsCollector(mongo_commands))
         self.requests = Counter(
             "qbo_api_requests",
             "HTTP requests answered, by route template and status code.",

@@ -323,6 +323,7 @@ OPENAPI: dict[str, Any] = {
                         "properties": {
                             "kafka": {"enum": ["ok", "unreachable"]},
                             "mongo": {"enum": ["ok", "unreachable"]},
+                            "projector": {"enum": ["off", "running", "stopped"]},
                         },
                         "additionalProperties": False,
                     },

@@ -13,7 +13,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from services.common.money import InexactAmount, from_micros, to_micros
+from services.common import money
+from services.common.money import InexactAmount
 from services.common.mongo import Document
 
 # BSON integers are signed 64-bit; a larger amount or version cannot be stored exactly.
@@ -31,14 +32,11 @@ def invoice_key(realm_id: str, invoice_id: str) -> str:
     return f"{realm_id}:{invoice_id}"
 
 
-def _micros(data: Mapping[str, Any], name: str) -> int:
+def _amount(data: Mapping[str, Any], name: str) -> dict[str, Any]:
     try:
-        micros = to_micros(data[name])
+        return money.stored_fields(name, money.amount(data[name]), sortable=True)
     except InexactAmount as exc:
         raise UnprojectableEvent(f"data.{name}: {exc}") from None
-    if abs(micros) > _INT64_MAX:
-        raise UnprojectableEvent(f"data.{name} is too large to store exactly")
-    return micros
 
 
 def read_invoice(event: Mapping[str, Any], projected_at: datetime) -> Document:
@@ -62,8 +60,8 @@ def read_invoice(event: Mapping[str, Any], projected_at: datetime) -> Document:
         "txn_date": data.get("txn_date"),
         "due_date": data["due_date"],
         "currency": data["currency"],
-        "total_amt_micros": _micros(data, "total_amt"),
-        "balance_micros": _micros(data, "balance"),
+        **_amount(data, "total_amt"),
+        **_amount(data, "balance"),
         # The deleted flag wins: a deleted invoice is shown as deleted whatever it owed before.
         "status": "deleted" if deleted else data["status"],
         "deleted": deleted,
@@ -97,8 +95,8 @@ def render_invoice(doc: Mapping[str, Any], today: date) -> dict[str, Any]:
         "txn_date": doc.get("txn_date"),
         "due_date": doc.get("due_date"),
         "currency": doc.get("currency"),
-        "total_amt": from_micros(int(doc["total_amt_micros"])),
-        "balance": from_micros(int(doc["balance_micros"])),
+        "total_amt": money.stored_amount(doc, "total_amt"),
+        "balance": money.stored_amount(doc, "balance"),
         "status": doc["status"],
         "overdue": is_overdue(doc, today),
         "deleted": bool(doc.get("deleted")),
@@ -109,7 +107,7 @@ def render_invoice(doc: Mapping[str, Any], today: date) -> dict[str, Any]:
 
 @dataclass
 class Totals:
-    """Sums over every invoice a listing matches (not only the page shown), in micros.
+    """Sums over every invoice a listing matches (not only the page shown), exact Decimals.
 
     `count` counts every matched invoice; the amounts leave out voided and deleted ones, which
     no longer ask for money. A QBO customer bills in one currency; `currency` is None when the
@@ -117,9 +115,9 @@ class Totals:
     """
 
     count: int = 0
-    total_amt_micros: int = 0
-    balance_micros: int = 0
-    overdue_balance_micros: int = 0
+    total_amt: Decimal = Decimal(0)
+    balance: Decimal = Decimal(0)
+    overdue_balance: Decimal = Decimal(0)
     currency: str | None = None
     _currencies: frozenset[str] = frozenset()
 
@@ -127,10 +125,11 @@ class Totals:
         self.count += 1
         if doc.get("status") in CLOSED_STATUSES or doc.get("deleted"):
             return
-        self.total_amt_micros += int(doc.get("total_amt_micros") or 0)
-        self.balance_micros += int(doc.get("balance_micros") or 0)
+        balance = money.stored_amount(doc, "balance")
+        self.total_amt = money.add(self.total_amt, money.stored_amount(doc, "total_amt"))
+        self.balance = money.add(self.balance, balance)
         if is_overdue(doc, today):
-            self.overdue_balance_micros += int(doc.get("balance_micros") or 0)
+            self.overdue_balance = money.add(self.overdue_balance, balance)
         currency = doc.get("currency")
         self._currencies = self._currencies | {currency if isinstance(currency, str) else ""}
         only = next(iter(self._currencies)) if len(self._currencies) == 1 else ""
@@ -145,8 +144,8 @@ class Totals:
 
     def render(self) -> dict[str, Any]:
         amounts: dict[str, Decimal] = {
-            "total_amt": from_micros(self.total_amt_micros),
-            "balance": from_micros(self.balance_micros),
-            "overdue_balance": from_micros(self.overdue_balance_micros),
+            "total_amt": money.shown(self.total_amt),
+            "balance": money.shown(self.balance),
+            "overdue_balance": money.shown(self.overdue_balance),
         }
         return {"count": self.count, **amounts, "currency": self.currency}

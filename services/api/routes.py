@@ -29,9 +29,9 @@ from services.api.readmodel import iso_timestamp, render_invoice
 from services.api.refresh import IDEMPOTENCY_KEY, Publisher, PublishFailed, request_refresh
 from services.api.responses import JSON, ApiError, error
 from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
-from services.common import jsoncodec
 from services.common.access import Guard, Rule, checked_routes
 from services.common.connect_links import ConnectLinks
+from services.common.httpbody import BodyRejected, read_json
 from services.common.mongo import Document
 from services.common.unavailable import RETRY_AFTER_S
 
@@ -76,6 +76,9 @@ class RouteContext:
     links: ConnectLinks
     clock: Callable[[], datetime]
     ping_mongo: Callable[[], Awaitable[Any]]
+    # "off" (not run in this process), "running" or "stopped": a stopped projector means
+    # events are no longer read, so the process is not ready (DESIGN.md invariant 9).
+    projector_state: Callable[[], str] = lambda: "off"
 
 
 def _customer_id(request: Request) -> str:
@@ -157,17 +160,10 @@ def render_command(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _refresh_body(request: Request) -> dict[str, Any]:
     """The optional JSON body of refreshInvoices: `{"correlation_id": "..."}`."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"the body may be at most {_MAX_BODY_BYTES} bytes")
-    if not bytes(raw).strip():
-        return {}
     try:
-        body = jsoncodec.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+        body = await read_json(request, max_bytes=_MAX_BODY_BYTES, empty={})
+    except BodyRejected as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     unknown = sorted(set(body) - {"correlation_id"})
@@ -308,11 +304,12 @@ def api_routes(ctx: RouteContext) -> list[Route]:
             probe("kafka", ctx.producer.ping(_PROBE_TIMEOUT_S)),
             probe("mongo", ctx.ping_mongo()),
         )
-        ready = kafka == mongo == "ok"
+        projector = ctx.projector_state()
+        ready = kafka == mongo == "ok" and projector != "stopped"
         return JSON(
             {
                 "status": "ready" if ready else "unavailable",
-                "checks": {"kafka": kafka, "mongo": mongo},
+                "checks": {"kafka": kafka, "mongo": mongo, "projector": projector},
             },
             status_code=200 if ready else 503,
         )

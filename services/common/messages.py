@@ -112,13 +112,20 @@ COMMAND_TYPES: dict[str, type[Command]] = {
 
 
 def parse_command(raw: bytes | None, schemas: SchemaSet | None = None) -> Command:
-    """Bytes from Kafka -> a validated command. Raises `MessageInvalid` with a clear reason."""
+    """Bytes from Kafka -> a validated command. Raises `MessageInvalid` with a clear reason.
+
+    Any other outcome would let one record stop its partition (DESIGN.md invariant 9), so every
+    failure of reading untrusted bytes, expected or not, becomes `MessageInvalid`.
+    """
     if raw is None:
         raise MessageInvalid("command", "empty record (tombstone)")
     try:
         document = jsoncodec.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JsonRejected: malformed, bad UTF-8, too deep, out of range
         raise MessageInvalid("command", f"not JSON: {exc}") from None
     kind = (schemas or default_schemas()).validate_command(document)
     body = {k: v for k, v in document.items() if k != "type"}
-    return COMMAND_TYPES[kind](**body)
+    try:
+        return COMMAND_TYPES[kind](**body)
+    except (TypeError, ValueError) as exc:
+        raise MessageInvalid("command", f"does not fit {kind}: {exc}") from None

@@ -7,11 +7,14 @@ single-document writes with guard filters instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -27,8 +30,60 @@ class IndexSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+# Who sends a command, for `CommandCounter`: a task sets it once (`counted_as`) and every command
+# sent from that task, and from tasks it starts, is counted under that name.
+_caller: ContextVar[str] = ContextVar("mongo_caller", default="service")
+
+
+@contextlib.contextmanager
+def counted_as(caller: str) -> Iterator[None]:
+    token = _caller.set(caller)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands a process sends to MongoDB, by caller, command name and collection.
+
+    A figure that is the same on any engine (unlike time): how many round trips each unit of
+    work costs. PyMongo calls `started` in the task that sends the command, so the caller set
+    with `counted_as` applies. Opt-in (`Settings.mongodb_command_counts`): the benchmarks
+    read it from the services.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get(name)
+        if not isinstance(target, str):  # getMore names its collection apart
+            target = event.command.get("collection", "")
+        self.counts[(_caller.get(), name, str(target))] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def total(self, caller: str | None = None) -> int:
+        return sum(n for (who, _, _), n in self.counts.items() if caller in (None, who))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"caller": who, "command": name, "collection": target, "count": n}
+            for (who, name, target), n in sorted(self.counts.items())
+        ]
+
+
 def make_client(
-    uri: str, app_name: str = "qbo-sync", operation_timeout_s: float | None = None
+    uri: str,
+    app_name: str = "qbo-sync",
+    operation_timeout_s: float | None = None,
+    counter: CommandCounter | None = None,
 ) -> AsyncMongoClient[Document]:
     """A client; with `operation_timeout_s`, every operation (server selection included) gives
     up after that long: for request paths, which answer 503 rather than keep a caller waiting."""
@@ -37,6 +92,7 @@ def make_client(
         limits["timeoutMS"] = int(operation_timeout_s * 1000)
     return AsyncMongoClient(
         uri,
+        event_listeners=[counter] if counter is not None else [],
         appname=app_name,
         tz_aware=True,
         # Fail fast at start-up and in readiness probes instead of hanging 30 s.

@@ -3,17 +3,24 @@
 Both services validate what they produce and what they consume, so a malformed message is
 caught at the edge with a readable reason (and, for consumers, sent to the dead-letter topic)
 instead of failing deep inside a handler.
+
+Every message is checked twice over only when it is invalid: a compiled validator
+(`jsonschema_rs`, a few microseconds an event) answers whether it is valid, and only a message it
+refuses goes through the reference validator (`jsonschema`, ~0.3 ms an event), which decides and
+words the reason. Validating every event with the reference validator alone was most of the sync
+worker's CPU per stored invoice.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
@@ -43,6 +50,8 @@ class MessageInvalid(ValueError):
 @dataclass(frozen=True)
 class SchemaSet:
     validators: Mapping[str, Draft202012Validator]
+    # Compiled twins of `validators`, same schemas and formats: the fast "is it valid?" answer.
+    compiled: Mapping[str, Any] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return sorted(self.validators)
@@ -51,6 +60,10 @@ class SchemaSet:
         validator = self.validators.get(name)
         if validator is None:
             raise MessageInvalid(name, "unknown schema")
+        fast = self.compiled.get(name)
+        if fast is not None and fast.is_valid(document):
+            return
+        # The reference validator has the last word: a message is refused only if it refuses it.
         error = best_match(validator.iter_errors(document))
         if error is not None:
             path = "/" + "/".join(str(p) for p in error.absolute_path)
@@ -84,13 +97,20 @@ def load_schemas(directory: Path = SCHEMAS_DIR) -> SchemaSet:
         resources.append((contents["$id"], Resource.from_contents(contents)))
         by_name[path.name.removesuffix(".schema.json")] = contents
     registry: Registry[Any] = Registry().with_resources(resources)
+    compiled_registry = jsonschema_rs.Registry([(uri, r.contents) for uri, r in resources])
     return SchemaSet(
         {
             name: Draft202012Validator(
                 schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
             )
             for name, schema in by_name.items()
-        }
+        },
+        {
+            name: jsonschema_rs.Draft202012Validator(
+                schema, registry=compiled_registry, validate_formats=True
+            )
+            for name, schema in by_name.items()
+        },
     )
 
 

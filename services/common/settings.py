@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
     mongodb_database: str = "qbo_sync"
+    # Count the commands sent to MongoDB (by caller, command and collection), shown at the sync
+    # service's /stats and the api's /metrics: the benchmarks' engine-independent figure.
+    mongodb_command_counts: bool = False
 
     # Topics. Commands are keyed by realmId so one worker owns a realm (DESIGN.md invariant 1).
     commands_topic: str = "qbo.commands.v1"

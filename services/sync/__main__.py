@@ -2,6 +2,10 @@
 
 `--role all` (default) runs the HTTP endpoints (OAuth, webhooks, mapping) and one command
 consumer in one process; `web` and `worker` split them for deployments that scale them apart.
+
+A process whose command consumer has died must not stay up looking healthy (DESIGN.md
+invariant 9): its partitions would wait for ever. So when the consumer ends on its own, the
+process stops serving HTTP and exits non-zero, and Kubernetes starts a new one.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import signal
 import sys
 
+import structlog
 import uvicorn
 
 from services.common.credentials import InsecureConfiguration, require_own_secrets
@@ -18,30 +23,61 @@ from services.common.logging import configure_logging
 from services.common.settings import get_settings
 from services.sync.app import OWN_SECRETS, sync_service
 
+log = structlog.get_logger(__name__)
 
-async def serve(host: str, port: int, role: str) -> None:
+EXIT_WORKER_DIED = 3
+
+
+async def supervise(
+    worker: asyncio.Task[None] | None, server: uvicorn.Server | None, stop: asyncio.Event
+) -> int:
+    """Run until both parts stop; the exit code is non-zero when the worker ended unasked."""
+    web = asyncio.create_task(server.serve()) if server is not None else None
+    tasks: set[asyncio.Task[None]] = {t for t in (worker, web) if t is not None}
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if worker is not None and worker in done and not stop.is_set():
+        error = worker.exception() if not worker.cancelled() else None
+        log.error(
+            "worker.died",
+            error=f"{type(error).__name__}: {error}" if error else "ended on its own",
+            exc_info=error,
+        )
+        code = EXIT_WORKER_DIED
+        if server is not None:
+            server.should_exit = True
+    # uvicorn owns SIGINT/SIGTERM; once it has drained HTTP, the worker stops too.
+    stop.set()
+    if web is not None:
+        await web
+    if worker is not None and worker not in done:
+        # Offsets are committed per command, so stopping between commands loses nothing.
+        try:
+            await worker
+        except Exception:
+            log.exception("worker.failed_while_stopping")
+            code = code or EXIT_WORKER_DIED
+    return code
+
+
+async def serve(host: str, port: int, role: str) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     require_own_secrets(settings, OWN_SECRETS, host if role in ("all", "web") else None)
     stop = asyncio.Event()
     async with sync_service(settings) as service:
-        worker = (
-            asyncio.create_task(service.run_worker(stop)) if role in ("all", "worker") else None
-        )
+        worker = service.start_worker(stop) if role in ("all", "worker") else None
+        server = None
         if role in ("all", "web"):
-            # uvicorn owns SIGINT/SIGTERM here; when it has drained HTTP, the worker stops too.
             config = uvicorn.Config(
                 service.web_app(), host=host, port=port, log_config=None, access_log=False
             )
-            await uvicorn.Server(config).serve()
-            stop.set()
+            server = uvicorn.Server(config)
         else:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-        if worker is not None:
-            # Offsets are committed per command, so stopping between commands loses nothing.
-            await worker
+        return await supervise(worker, server, stop)
 
 
 def main() -> None:
@@ -51,9 +87,10 @@ def main() -> None:
     parser.add_argument("--role", choices=["all", "web", "worker"], default="all")
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.host, args.port, args.role))
+        code = asyncio.run(serve(args.host, args.port, args.role))
     except InsecureConfiguration as exc:
         sys.exit(f"refusing to start: {exc}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from services.common.credentials import BearerTokens, development_secret, requir
 from services.common.crypto import KeyRing
 from services.common.kafka import ensure_topics, make_consumer, make_producer, topics_for
 from services.common.messages import Command
-from services.common.mongo import Document, ensure_indexes, make_client
+from services.common.mongo import CommandCounter, Document, ensure_indexes, make_client
 from services.common.settings import Settings
 from services.common.unavailable import RequestDeadline, unavailable_handlers
 from services.sync import store as store_module
@@ -40,9 +40,22 @@ from services.sync.oauth.state import StateSigner, StateStore
 from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.client import QboClient
 from services.sync.quickbooks.tokens import TokenSource
-from services.sync.store import CdcCheckpoints, CommandLog, CustomerMappings, InvoiceStore, Outbox
+from services.sync.store import (
+    CdcCheckpoints,
+    CommandLog,
+    CustomerMappings,
+    InvoiceStore,
+    Outbox,
+    RejectedInvoices,
+)
 from services.sync.vault import TokenVault
-from services.sync.web import JSON, internal_error, mapping_routes, oauth_routes
+from services.sync.web import (
+    JSON,
+    internal_error,
+    mapping_routes,
+    oauth_routes,
+    rejected_invoice_routes,
+)
 from services.sync.webhooks import webhook_routes
 from services.sync.worker import CommandWorker, WorkerOptions
 
@@ -94,6 +107,19 @@ class SyncService:
     deps: Dependencies
     tokens: BearerTokens
     links: ConnectLinks
+    mongo_commands: CommandCounter | None = None
+    worker_task: asyncio.Task[None] | None = None
+
+    def start_worker(self, stop: asyncio.Event) -> asyncio.Task[None]:
+        """Run the command consumer in the background; `/readyz` follows it."""
+        self.worker_task = asyncio.create_task(self.run_worker(stop), name="command-worker")
+        return self.worker_task
+
+    def worker_state(self) -> str:
+        """`off` (a web-only process), `running`, or `stopped` (the consumer is gone)."""
+        if self.worker_task is None:
+            return "off"
+        return "stopped" if self.worker_task.done() else "running"
 
     def web_app(self) -> Starlette:
         guard = Guard(self.tokens, unauthorized)
@@ -101,13 +127,32 @@ class SyncService:
         async def healthz(_: Request) -> Response:
             return JSON({"status": "ok"})
 
+        async def readyz(_: Request) -> Response:
+            # A process whose consumer died must leave the Service at once; `__main__` also
+            # ends the process, but this answer holds until it has.
+            worker = self.worker_state()
+            ready = worker != "stopped"
+            return JSON(
+                {"status": "ready" if ready else "unavailable", "checks": {"worker": worker}},
+                status_code=200 if ready else 503,
+            )
+
         async def stats(_: Request) -> Response:
             # Intuit meters reads per realm: this is the figure to watch. It names every
             # connected realm, so only the service's callers may read it.
-            return JSON({"qbo_calls_by_realm": dict(self.qbo.calls)})
+            body: dict[str, object] = {
+                "qbo_calls_by_realm": dict(self.qbo.calls),
+                # Invoices QBO sent that could not be stored, since this process started;
+                # the entries themselves are at /rejected-invoices.
+                "rejected_invoices_by_realm": dict(self.deps.rejected.counts),
+            }
+            if self.mongo_commands is not None:
+                body["mongo_commands"] = self.mongo_commands.rows()
+            return JSON(body)
 
         routes = [
             Route("/healthz", guard(Rule.PROBE, healthz), methods=["GET"]),
+            Route("/readyz", guard(Rule.PROBE, readyz), methods=["GET"]),
             Route("/stats", guard(Rule.SERVICE, stats), methods=["GET"]),
             *oauth_routes(
                 self.oauth,
@@ -118,6 +163,7 @@ class SyncService:
                 secure_cookies=self.settings.environment != "local",
             ),
             *mapping_routes(self.deps, guard),
+            *guard.routes(Rule.SERVICE, rejected_invoice_routes(self.deps.rejected)),
             *guard.routes(
                 Rule.WEBHOOK_SIGNATURE,
                 webhook_routes(
@@ -191,7 +237,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         raise_for_status=False,
         trust_env=False,
     )
-    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync")
+    counter = CommandCounter() if settings.mongodb_command_counts else None
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)
     producer = make_producer(settings.kafka_bootstrap_servers, client_id="qbo-sync")
     try:
         db = mongo[settings.mongodb_database]
@@ -248,6 +295,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             events=InvoiceEvents(producer, settings.invoice_events_topic, invoices, outbox, clock),
             outbox=outbox,
             checkpoints=CdcCheckpoints(db, clock),
+            rejected=RejectedInvoices(db, clock),
             clock=clock,
             cdc_overlap=timedelta(seconds=settings.cdc_overlap_s),
         )
@@ -265,6 +313,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             deps,
             tokens,
             links,
+            counter,
         )
     finally:
         await producer.stop()

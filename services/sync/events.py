@@ -16,9 +16,11 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.common import jsoncodec
-from services.common.money import from_micros
+from services.common.money import stored_amount
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
 from services.sync.store import InvoiceStore, Outbox
@@ -48,8 +50,8 @@ def invoice_updated(doc: Document) -> dict[str, Any]:
         "local_customer_id": doc.get("local_customer_id"),
         "status": doc["status"],
         "deleted": bool(doc["deleted"]),
-        "total_amt": from_micros(int(doc["total_amt_micros"])),
-        "balance": from_micros(int(doc["balance_micros"])),
+        "total_amt": stored_amount(doc, "total_amt"),
+        "balance": stored_amount(doc, "balance"),
         "currency": doc.get("currency"),
         "due_date": doc.get("due_date"),
         "txn_date": doc.get("txn_date"),
@@ -89,21 +91,45 @@ class InvoiceEvents:
         self._outbox = outbox
         self._clock = clock
         self._schemas = schemas or default_schemas()
+        self._partitioner = DefaultPartitioner()
         self.emitted = 0
 
     async def publish(self, docs: Sequence[Document]) -> int:
-        """Produce one event per stored version and wait for every acknowledgement (acks=all)."""
-        deliveries = []
+        """Produce one event per stored version and wait for every acknowledgement (acks=all).
+
+        Events are handed to the producer a batch per partition rather than one `send` each,
+        which costs twice the CPU per event. Each event goes to the partition its key hashes to
+        (the producer's own partitioner), in the order of `docs`, as `send` would put it.
+        """
+        if not docs:
+            return 0
+        partitions = sorted(await self._producer.partitions_for(self._topic))
+        batches: dict[int, BatchBuilder] = {}
+        deliveries: list[asyncio.Future[Any]] = []
         for doc in docs:
             event = invoice_updated(doc)
             self._schemas.validate(INVOICE_UPDATED, event)
             key = f"{doc['realm_id']}:{doc['invoice_id']}".encode()
-            deliveries.append(
-                await self._producer.send(self._topic, jsoncodec.dumpb(event), key=key)
-            )
+            value = jsoncodec.dumpb(event)
+            partition = self._partitioner(key, partitions, partitions)
+            batch = batches.get(partition)
+            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+                if batch is not None:  # full: send it, start the partition's next one
+                    deliveries.append(await self._send(batch, partition))
+                batch = batches[partition] = self._producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"event {event['id']} does not fit in a producer batch")
+        for partition, batch in batches.items():
+            deliveries.append(await self._send(batch, partition))
         await asyncio.gather(*deliveries)
         self.emitted += len(docs)
         return len(docs)
+
+    async def _send(self, batch: BatchBuilder, partition: int) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = await self._producer.send_batch(
+            batch, self._topic, partition=partition
+        )
+        return delivery
 
     async def flush(
         self, command_id: str | None = None, older_than: timedelta | None = None

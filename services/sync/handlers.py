@@ -6,14 +6,18 @@ and re-emits only what is still pending in the outbox.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from bson.errors import InvalidDocument
 
+from services.common import jsoncodec
 from services.common.messages import MapCustomer, RefreshInvoices, SyncChanges
+from services.common.mongo import Document
 from services.sync.events import InvoiceEvents
 from services.sync.quickbooks.client import QboClient
 from services.sync.quickbooks.mapping import (
@@ -25,11 +29,14 @@ from services.sync.quickbooks.mapping import (
 )
 from services.sync.quickbooks.query import Select
 from services.sync.store import (
+    ApplyResult,
     CdcCheckpoints,
     CustomerMapping,
     CustomerMappings,
+    InvoiceRejection,
     InvoiceStore,
     Outbox,
+    RejectedInvoices,
     StoredVersions,
 )
 from services.sync.vault import TokenVault
@@ -40,6 +47,15 @@ PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
 IDS_PER_QUERY = 200  # keeps `Id IN (…)` queries well inside URL limits
 CDC_MAX_LOOKBACK = timedelta(days=30)  # Intuit refuses older changedSince values
 CDC_FULL = 1000  # Intuit returns at most 1000 objects per entity per CDC call
+_QBO_ID = re.compile(r"[0-9]{1,32}")
+# What the database may refuse about one document (BSON cannot encode it); anything else, such
+# as a lost connection, fails the command and is retried as before.
+UNSTORABLE: tuple[type[Exception], ...] = (InvalidDocument, OverflowError, UnicodeEncodeError)
+
+
+def _objects(answer: Any, entity: str) -> list[Any]:
+    found = answer.get(entity, []) if isinstance(answer, dict) else []
+    return found if isinstance(found, list) else []
 
 
 class CommandRejected(Exception):
@@ -63,43 +79,106 @@ class Dependencies:
     events: InvoiceEvents
     outbox: Outbox
     checkpoints: CdcCheckpoints
+    rejected: RejectedInvoices
     clock: Callable[[], datetime]
     cdc_overlap: timedelta = field(default=timedelta(seconds=60))
 
 
-def _records(realm_id: str, objects: Sequence[dict[str, Any]]) -> list[InvoiceRecord]:
-    records = []
+def _invoice_id(obj: Any) -> str | None:
+    value = obj.get("Id") if isinstance(obj, dict) else None
+    return value if isinstance(value, str) and _QBO_ID.fullmatch(value) else None
+
+
+def _raw(obj: Any) -> str:
+    try:
+        text = jsoncodec.dumps(obj)
+    except (TypeError, ValueError):
+        text = repr(obj)
+    # A lone surrogate cannot be stored in BSON; escaped, it is still the same JSON.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@dataclass
+class Page:
+    """One page of QBO invoices: the records to store, and those that cannot be stored."""
+
+    records: list[InvoiceRecord] = field(default_factory=list)
+    rejected: list[InvoiceRejection] = field(default_factory=list)
+
+
+def _records(realm_id: str, objects: Sequence[Any]) -> Page:
+    page = Page()
     for obj in objects:
         try:
-            records.append(invoice_record(realm_id, obj))
-        except UnmappableInvoice as exc:
-            # One odd invoice must not block the customer's others; it is logged for a human.
-            log.error(
-                "invoice.unmappable", realm_id=realm_id, invoice_id=obj.get("Id"), error=str(exc)
+            page.records.append(invoice_record(realm_id, obj))
+        except Exception as exc:
+            # One odd invoice must not block the customer's or the company's others (DESIGN.md
+            # invariant 9): it is recorded with the reason and its JSON, for a human.
+            reason = str(exc) if isinstance(exc, UnmappableInvoice) else f"{type(exc).__name__}"
+            page.rejected.append(
+                InvoiceRejection(realm_id, _invoice_id(obj), reason or "unmappable", _raw(obj))
             )
-    return records
+    return page
 
 
 async def _store_and_emit(
     deps: Dependencies,
     realm_id: str,
-    records: list[InvoiceRecord],
+    page: Page,
     command_id: str | None,
+    source: str,
     known: StoredVersions | None = None,
 ) -> tuple[int, int]:
+    if page.rejected:
+        await deps.rejected.record(page.rejected, source, command_id)
+    records = page.records
     if not records:
         return 0, 0
     customers = {r.qbo_customer_id for r in records if r.qbo_customer_id}
     local_ids = await deps.mappings.local_ids(realm_id, customers)
     entry = await deps.outbox.open(command_id, [r.key for r in records])
-    applied = await deps.invoices.apply(records, local_ids, known)
+    applied = await _apply_isolating(deps, records, local_ids, known, source, command_id)
     emitted = await deps.events.publish(applied.written)
     await deps.outbox.close(entry)
+    await deps.rejected.resolve([d["_id"] for d in applied.written])
     return applied.stored, emitted
 
 
-async def refresh_invoices(command: RefreshInvoices, deps: Dependencies) -> dict[str, int]:
-    """The spec's fetchInvoicesForCustomer: every invoice of one mapped customer, page by page."""
+async def _apply_isolating(
+    deps: Dependencies,
+    records: list[InvoiceRecord],
+    local_ids: dict[str, str | None],
+    known: StoredVersions | None,
+    source: str,
+    command_id: str | None,
+) -> ApplyResult:
+    """Store the page; should the database refuse one of its documents, store the others one
+    by one and record the refused ones, rather than fail the page for ever."""
+    try:
+        return await deps.invoices.apply(records, local_ids, known)
+    except UNSTORABLE as exc:
+        log.warning("invoices.page_refused", records=len(records), error=repr(exc)[:300])
+    written: list[Document] = []
+    refused: list[InvoiceRejection] = []
+    for record in records:
+        try:
+            written.extend((await deps.invoices.apply([record], local_ids, known)).written)
+        except UNSTORABLE as exc:
+            reason = f"the database refused it: {type(exc).__name__}: {exc}"[:1000]
+            refused.append(
+                InvoiceRejection(record.realm_id, record.invoice_id, reason, record.raw_json)
+            )
+    await deps.rejected.record(refused, source, command_id)
+    return ApplyResult(len(records), written)
+
+
+async def refresh_invoices(
+    command: RefreshInvoices, deps: Dependencies, owed: bool = True
+) -> dict[str, int]:
+    """The spec's fetchInvoicesForCustomer: every invoice of one mapped customer, page by page.
+
+    `owed` False: no earlier attempt of this command started, so it left no events owed.
+    """
     mapping = await deps.mappings.get(command.local_customer_id)
     if mapping is None:
         raise CommandRejected(
@@ -116,14 +195,20 @@ async def refresh_invoices(command: RefreshInvoices, deps: Dependencies) -> dict
 
     select = Select("Invoice").where("CustomerRef", "=", mapping.qbo_customer_id).order_by("Id")
     # Events owed by an earlier attempt of this command that died between write and produce.
-    emitted = await deps.events.flush(command_id=command.command_id)
+    emitted = await deps.events.flush(command_id=command.command_id) if owed else 0
     # One read of what is stored for this customer, not one per page (see StoredVersions).
     known = await deps.invoices.customer_versions(command.realm_id, mapping.qbo_customer_id)
     fetched = stored = 0
     async for page in deps.qbo.query_pages(command.realm_id, select, page_size=PAGE_SIZE):
         fetched += len(page)
-        records = _records(command.realm_id, page)
-        s, e = await _store_and_emit(deps, command.realm_id, records, command.command_id, known)
+        s, e = await _store_and_emit(
+            deps,
+            command.realm_id,
+            _records(command.realm_id, page),
+            command.command_id,
+            "refresh",
+            known,
+        )
         stored, emitted = stored + s, emitted + e
     await deps.mappings.synced(command.local_customer_id, command.command_id)
     log.info(
@@ -202,10 +287,16 @@ def _candidates(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def sync_changes(command: SyncChanges, deps: Dependencies) -> dict[str, int]:
-    """Fetch only the invoices a webhook named (reads are metered; writes are not)."""
+async def sync_changes(
+    command: SyncChanges, deps: Dependencies, owed: bool = True
+) -> dict[str, int]:
+    """Fetch only the invoices a webhook named (reads are metered; writes are not).
+
+    `owed` False: no earlier attempt of this command started, so it left no events owed.
+    """
     realm_id = command.realm_id
-    records: list[InvoiceRecord] = []
+    page = Page()
+    records = page.records
     to_fetch: list[str] = []
     for change in command.changes:
         if change.entity != "Invoice":
@@ -223,10 +314,19 @@ async def sync_changes(command: SyncChanges, deps: Dependencies) -> dict[str, in
             realm_id,
             Select("Invoice").where("Id", "IN", ids).order_by("Id").render(max_results=PAGE_SIZE),
         )
-        records.extend(_records(realm_id, found.get("Invoice", [])))
-    owed = await deps.events.flush(command_id=command.command_id)
-    stored, emitted = await _store_and_emit(deps, realm_id, records, command.command_id)
-    return {"fetched": len(records), "stored": stored, "events": emitted + owed}
+        fetched = _records(realm_id, _objects(found, "Invoice"))
+        records.extend(fetched.records)
+        page.rejected.extend(fetched.rejected)
+    flushed = await deps.events.flush(command_id=command.command_id) if owed else 0
+    stored, emitted = await _store_and_emit(
+        deps, realm_id, page, command.command_id, "sync_changes"
+    )
+    return {
+        "fetched": len(records) + len(page.rejected),
+        "stored": stored,
+        "events": emitted + flushed,
+        "rejected": len(page.rejected),
+    }
 
 
 async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
@@ -245,9 +345,10 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
     fetched = stored = emitted = 0
     while True:
         changes = await deps.qbo.cdc(realm_id, ["Invoice", "Customer"], start)
-        invoices = changes.get("Invoice", [])
-        records = _records(realm_id, invoices)
-        s, e = await _store_and_emit(deps, realm_id, records, None)
+        invoices = _objects(changes, "Invoice")
+        page = _records(realm_id, invoices)
+        records = page.records
+        s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
         if len(invoices) < CDC_FULL or not records:
             await deps.checkpoints.move(realm_id, now)
@@ -271,9 +372,9 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
             .where("MetaData.LastUpdatedTime", "<", second + timedelta(seconds=1))
             .order_by("Id")
         )
-        async for page in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
-            s, e = await _store_and_emit(deps, realm_id, _records(realm_id, page), None)
-            fetched, stored, emitted = fetched + len(page), stored + s, emitted + e
+        async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
+            s, e = await _store_and_emit(deps, realm_id, _records(realm_id, objects), None, "cdc")
+            fetched, stored, emitted = fetched + len(objects), stored + s, emitted + e
         start = second + timedelta(seconds=1)
         await deps.checkpoints.move(realm_id, start)
     return {"fetched": fetched, "stored": stored, "events": emitted}

@@ -7,7 +7,9 @@ together by an outbox entry written before the invoices and deleted after their 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,16 +17,19 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common import money
 from services.common.messages import Command
-from services.common.money import to_micros
 from services.common.mongo import Document, IndexSpec, find_by_ids
 from services.sync.quickbooks.mapping import InvoiceRecord
 
 log = structlog.get_logger(__name__)
+
+_MAX_REASON = 1000
+_MAX_RAW = 256 * 1024  # an invoice is a few KB; the cap only keeps one entry well under 16 MB
 
 INDEXES = [
     IndexSpec("outbox", [("command_id", 1)], "command_id"),
@@ -32,6 +37,7 @@ INDEXES = [
     IndexSpec("invoices", [("realm_id", 1), ("qbo_customer_id", 1)], "realm_customer"),
     IndexSpec("customer_mappings", [("realm_id", 1), ("qbo_customer_id", 1)], "realm_customer"),
     IndexSpec("commands", [("realm_id", 1), ("status", 1)], "realm_status"),
+    IndexSpec("rejected_invoices", [("realm_id", 1), ("last_seen_at", -1)], "realm_last_seen"),
 ]
 
 Clock = Callable[[], datetime]
@@ -249,8 +255,8 @@ class InvoiceStore:
             "txn_date": _day(record.txn_date),
             "due_date": _day(record.due_date),
             "currency": record.currency,
-            "total_amt_micros": to_micros(record.total_amt),
-            "balance_micros": to_micros(record.balance),
+            **money.stored_fields("total_amt", record.total_amt),
+            **money.stored_fields("balance", record.balance),
             "status": record.status.value,
             "deleted": record.deleted,
             "sync_token": record.sync_token,
@@ -326,14 +332,20 @@ class CustomerMappings:
     ) -> dict[str, str | None]:
         ids = sorted(set(qbo_customer_ids))
         found: dict[str, str | None] = dict.fromkeys(ids)
+        if not ids:
+            return found
+        # A page of a refresh names one customer: an equality, which FerretDB hands to its
+        # backend (an `$in` it does not); the realm's equality narrows the other case.
+        wanted = ids[0] if len(ids) == 1 else {"$in": ids}
         cursor = self._mappings.find(
-            {"realm_id": realm_id, "qbo_customer_id": {"$in": ids}},
+            {"realm_id": realm_id, "qbo_customer_id": wanted},
             {"qbo_customer_id": 1, "local_customer_id": 1},
-        ).sort("local_customer_id", 1)
+        )
         async for doc in cursor:
             # Several local customers may share one QBO customer; the first (by id) owns the
             # invoices in events. Deterministic, so redeliveries agree.
-            if found.get(doc["qbo_customer_id"]) is None:
+            held = found.get(doc["qbo_customer_id"])
+            if held is None or doc["local_customer_id"] < held:
                 found[doc["qbo_customer_id"]] = doc["local_customer_id"]
         return found
 
@@ -365,6 +377,7 @@ class Attempt:
 
     number: int
     started_at: datetime
+    ran_before: bool = False
 
 
 class CommandLog:
@@ -384,11 +397,16 @@ class CommandLog:
         self._clock = clock
 
     async def running(self, command: Command, attempt: int) -> Attempt | None:
-        """Record that an attempt starts; None when the command has already finished."""
+        """Record that an attempt starts; None when the command has already finished.
+
+        The answer also says whether an attempt of it ever started before (`ran_before`): only
+        such an attempt can have left outbox entries open, so a command that never ran has no
+        events owed and needs no look into the outbox (one command less per webhook change).
+        """
         body = command.to_dict()
-        started = Attempt(attempt, self._clock())
+        started_at = self._clock()
         try:
-            await self._commands.update_one(
+            before = await self._commands.find_one_and_update(
                 {"_id": command.command_id, **_UNFINISHED},
                 {
                     "$set": {
@@ -398,17 +416,20 @@ class CommandLog:
                         "issued_at": command.issued_at,
                         "issued_by": command.issued_by,
                         "status": CommandStatus.RUNNING.value,
-                        "started_at": started.started_at,
+                        "started_at": started_at,
                         "reason": None,
                     },
                     # A redelivery starts counting again; the record keeps the highest count.
                     "$max": {"attempts": attempt},
                 },
+                # No projection: FerretDB v1 does not implement one in findAndModify.
                 upsert=True,
+                return_document=ReturnDocument.BEFORE,
             )
         except DuplicateKeyError:
             return None
-        return started
+        ran_before = before is not None and before.get("started_at") is not None
+        return Attempt(attempt, started_at, ran_before)
 
     async def finished(
         self,
@@ -494,4 +515,77 @@ class Outbox:
         if older_than is not None:
             query["created_at"] = {"$lt": older_than}
         cursor = self._outbox.find(query).sort("created_at", 1).limit(limit)
+        return [d async for d in cursor]
+
+
+@dataclass(frozen=True)
+class InvoiceRejection:
+    """An invoice QBO sent that cannot be stored faithfully, and why (kept for an operator)."""
+
+    realm_id: str
+    invoice_id: str | None  # None when QBO's object has no usable Id
+    reason: str
+    raw_json: str  # Intuit's object as received (ASCII-escaped, so any text can be stored)
+
+    @property
+    def key(self) -> str:
+        if self.invoice_id is not None:
+            return f"{self.realm_id}:{self.invoice_id}"
+        digest = hashlib.sha256(self.raw_json.encode()).hexdigest()[:16]
+        return f"{self.realm_id}:unidentified:{digest}"
+
+
+class RejectedInvoices:
+    """`rejected_invoices`: one document per invoice that could not be stored (DESIGN.md
+    invariant 9). The rest of its page is stored, and the CDC checkpoint still moves, so one odd
+    invoice no longer holds back a whole company; this collection is where it stays visible
+    until QuickBooks is fixed. Storing a later version of the invoice removes its entry.
+    """
+
+    def __init__(self, db: AsyncDatabase[Document], clock: Clock) -> None:
+        self._rejected = db["rejected_invoices"]
+        self._clock = clock
+        self.counts: Counter[str] = Counter()  # rejections seen by this process, per realm
+
+    async def record(
+        self, rejections: Sequence[InvoiceRejection], source: str, command_id: str | None
+    ) -> None:
+        now = self._clock()
+        for rejection in rejections:
+            self.counts[rejection.realm_id] += 1
+            log.error(
+                "invoice.rejected",
+                realm_id=rejection.realm_id,
+                invoice_id=rejection.invoice_id,
+                reason=rejection.reason,
+                source=source,
+                command_id=command_id,
+            )
+            await self._rejected.update_one(
+                {"_id": rejection.key},
+                {
+                    "$set": {
+                        "realm_id": rejection.realm_id,
+                        "invoice_id": rejection.invoice_id,
+                        "reason": rejection.reason[:_MAX_REASON],
+                        "raw_json": rejection.raw_json[:_MAX_RAW],
+                        "raw_truncated": len(rejection.raw_json) > _MAX_RAW,
+                        "source": source,
+                        "command_id": command_id,
+                        "last_seen_at": now,
+                    },
+                    "$setOnInsert": {"first_seen_at": now},
+                    "$inc": {"times_seen": 1},
+                },
+                upsert=True,
+            )
+
+    async def resolve(self, keys: Sequence[str]) -> None:
+        """Forget the entries of invoices that have now been stored."""
+        if keys:
+            await self._rejected.delete_many({"_id": {"$in": list(keys)}})
+
+    async def list(self, realm_id: str | None = None, limit: int = 100) -> list[Document]:
+        query: Document = {"realm_id": realm_id} if realm_id is not None else {}
+        cursor = self._rejected.find(query).sort("last_seen_at", -1).limit(limit)
         return [d async for d in cursor]

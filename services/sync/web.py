@@ -21,16 +21,19 @@ from starlette.routing import Route
 from services.common import jsoncodec
 from services.common.access import Guard, Rule
 from services.common.connect_links import USER_ID, ConnectLinks, LinkRejected
+from services.common.httpbody import BodyRejected, read_json
 from services.common.messages import MapCustomer
 from services.common.schemas import MessageInvalid, default_schemas
 from services.sync import handlers
 from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.oauth.flow import REALM_ID, ConnectRejected, OAuthFlow
 from services.sync.quickbooks.errors import QboError, ReauthRequired
+from services.sync.store import RejectedInvoices
 from services.sync.vault import NotConnected, TokenVault
 
 NONCE_COOKIE = "qbo_oauth_nonce"
-MAX_BODY_BYTES = 16 * 1024
+# A mapping body is a realm id and a name or id: a few hundred bytes.
+MAX_MAPPING_BODY_BYTES = 16 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -163,16 +166,12 @@ def oauth_routes(
 
 
 async def _json_object(request: Request) -> dict[str, Any] | Response:
-    """The request's JSON object body, read up to `MAX_BODY_BYTES`, or the 4xx to answer."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            return error(413, "too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
+    """The request's JSON object body (a few hundred bytes: a realm and a name, or a user id),
+    read with the shared limits, or the 4xx to answer."""
     try:
-        body = jsoncodec.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "bad_json", "the body must be a JSON object")
+        body = await read_json(request, max_bytes=MAX_MAPPING_BODY_BYTES)
+    except BodyRejected as exc:
+        return error(exc.status, exc.code, exc.message)
     if not isinstance(body, dict):
         return error(400, "bad_json", "the body must be a JSON object")
     return body
@@ -233,3 +232,38 @@ def mapping_routes(deps: Dependencies, guard: Guard) -> list[Route]:
             methods=["POST", "PUT"],
         ),
     ]
+
+
+def rejected_invoice_routes(rejected: RejectedInvoices) -> list[Route]:
+    """`GET /rejected-invoices[?realm_id=…&limit=…]`: the invoices QBO sent that could not be
+    stored, newest first, with the reason and Intuit's JSON, for an operator to fix in QBO."""
+
+    async def list_rejected(request: Request) -> Response:
+        realm_id = request.query_params.get("realm_id")
+        if realm_id is not None and not REALM_ID.match(realm_id):
+            return error(400, "bad_realm", "realm id must be a QBO company id (digits)")
+        limit_text = request.query_params.get("limit", "100")
+        if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= 1000):
+            return error(400, "bad_limit", "limit must be an integer from 1 to 1000")
+        docs = await rejected.list(realm_id, int(limit_text))
+        return JSON(
+            {
+                "rejected_invoices": [
+                    {
+                        "realm_id": d.get("realm_id"),
+                        "invoice_id": d.get("invoice_id"),
+                        "reason": d.get("reason"),
+                        "source": d.get("source"),
+                        "command_id": d.get("command_id"),
+                        "first_seen_at": d.get("first_seen_at"),
+                        "last_seen_at": d.get("last_seen_at"),
+                        "times_seen": d.get("times_seen"),
+                        "raw_json": d.get("raw_json"),
+                        "raw_truncated": bool(d.get("raw_truncated")),
+                    }
+                    for d in docs
+                ]
+            }
+        )
+
+    return [Route("/rejected-invoices", list_rejected, methods=["GET"])]

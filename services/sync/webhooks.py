@@ -38,11 +38,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.common import jsoncodec
+from services.common.httpbody import BodyRejected, read_body
 from services.common.messages import Command, EntityChange, SyncChanges
 
 log = structlog.get_logger(__name__)
@@ -115,8 +116,8 @@ def parse_notifications(body: bytes) -> list[ChangeNotice]:
     """
     try:
         document = jsoncodec.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise WebhookInvalid("body is not JSON") from None
+    except ValueError as exc:  # JsonRejected: malformed, bad UTF-8, too deep, out of range
+        raise WebhookInvalid(f"body is not JSON ({exc})") from None
     ignored: Counter[str] = Counter()
     if isinstance(document, list):
         notices = _cloudevents(document, ignored)
@@ -296,23 +297,6 @@ def _iso(moment: datetime) -> str:
 # --------------------------------------------------------------------------------- HTTP
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    # Content-Length may be absent (chunked) or understated, so count what actually arrives.
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLarge
-    return bytes(body)
-
-
 def _error(status: int, code: str, message: str) -> Response:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
@@ -338,13 +322,12 @@ def webhook_routes(
         delivery_id = str(uuid.uuid4())  # also the commands' correlation id, to trace a POST
         bound = log.bind(delivery_id=delivery_id)
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _BodyTooLarge:
-            bound.warning("webhook.too_large", limit=max_body_bytes)
-            return _error(413, "payload_too_large", f"the body exceeds {max_body_bytes} bytes")
-        except ClientDisconnect:
-            bound.info("webhook.client_disconnected")
-            return Response(status_code=400)
+            body = await read_body(request, max_body_bytes)
+        except BodyRejected as exc:
+            bound.warning("webhook.body_rejected", reason=exc.code, limit=max_body_bytes)
+            if exc.status == 413:
+                return _error(413, "payload_too_large", f"the body exceeds {max_body_bytes} bytes")
+            return Response(status_code=exc.status)
         if not verify_signature(body, request.headers.get(SIGNATURE_HEADER), verifier_token):
             missing = SIGNATURE_HEADER not in request.headers
             bound.warning("webhook.rejected", reason="missing" if missing else "mismatch")

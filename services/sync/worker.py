@@ -23,7 +23,12 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from pymongo.errors import PyMongoError
 
@@ -153,6 +158,12 @@ class CommandWorker:
         except MessageInvalid as exc:
             await self.dead_letter(record, str(exc), "MessageInvalid")
             return
+        except Exception as exc:
+            # parse_command is meant to raise only MessageInvalid; should some input still find
+            # another way to fail, it is the record's fault, and must not stop the partition.
+            log.exception("command.unparsable", partition=record.partition, offset=record.offset)
+            await self.dead_letter(record, f"unparsable: {type(exc).__name__}", "ParseError")
+            return
         bound = log.bind(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
@@ -163,7 +174,7 @@ class CommandWorker:
                 if attempt is None:
                     await self._skip_finished(command)
                     return
-                result = await self.dispatch(command)
+                result = await self.dispatch(command, owed=attempt.ran_before)
             except ReauthRequired as exc:
                 await self._finish(command, attempt, CommandStatus.NEEDS_REAUTH, str(exc))
                 return
@@ -209,11 +220,12 @@ class CommandWorker:
             events=owed,
         )
 
-    async def dispatch(self, command: Command) -> dict[str, Any]:
+    async def dispatch(self, command: Command, owed: bool = True) -> dict[str, Any]:
+        """Run the command's handler; `owed`: an earlier attempt may have left events owed."""
         if isinstance(command, RefreshInvoices):
-            return await handlers.refresh_invoices(command, self._deps)
+            return await handlers.refresh_invoices(command, self._deps, owed)
         if isinstance(command, SyncChanges):
-            return await handlers.sync_changes(command, self._deps)
+            return await handlers.sync_changes(command, self._deps, owed)
         if isinstance(command, MapCustomer):
             mapping = await handlers.map_customer(command, self._deps)
             return {"qbo_customer_id": mapping.qbo_customer_id}
@@ -245,9 +257,18 @@ class CommandWorker:
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
         ]
-        await self._producer.send_and_wait(
-            self._options.dead_letter_topic, record.value, key=record.key, headers=headers
-        )
+        try:
+            await self._producer.send_and_wait(
+                self._options.dead_letter_topic, record.value, key=record.key, headers=headers
+            )
+        except MessageSizeTooLargeError:
+            # A record just under the broker's limit no longer fits once the reason is added.
+            # Its bytes stay readable on the source topic at dlq.partition/dlq.offset.
+            size = len(record.value or b"") + len(record.key or b"")
+            headers.append(("dlq.value_omitted", f"{size} bytes, too large to copy".encode()))
+            await self._producer.send_and_wait(
+                self._options.dead_letter_topic, b"", key=None, headers=headers
+            )
         self.dead_lettered += 1
         log.warning(
             "command.dead_lettered",

@@ -6,6 +6,8 @@ from real InvoiceUpdated events (plus one of another customer), "today" fixed at
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -395,6 +397,33 @@ async def test_a_method_the_route_does_not_serve_is_405_json(client: httpx.Async
 
 
 @pytest.mark.usefixtures("world")
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"[" * 8_000 + b"]" * 8_000, 400, "bad_json"),  # 16 KB of nesting: once a 500
+        (b'{"correlation_id":' * 500 + b"1" + b"}" * 500, 400, "bad_json"),  # 9.5 KB
+        (b'{"correlation_id": 1E+999999999}', 400, "bad_json"),
+        (b"\xff\xfe", 400, "bad_json"),
+        (b" " * 20_000, 413, "too_large"),
+    ],
+)
+async def test_hostile_refresh_bodies_are_answered_4xx_json_and_queue_nothing(
+    client: httpx.AsyncClient,
+    mongo_db: AsyncDatabase[Document],
+    body: bytes,
+    status: int,
+    code: str,
+) -> None:
+    response = await client.post(
+        "/api/customers/cust-42/refreshInvoices",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert (response.status_code, response.json()["error"]) == (status, code)
+    assert await mongo_db.commands.count_documents({}) == 0
+
+
+@pytest.mark.usefixtures("world")
 async def test_refresh_queues_a_command_and_publishes_it_keyed_by_realm(
     client: httpx.AsyncClient, api_settings: Settings, mongo_db: AsyncDatabase[Document]
 ) -> None:
@@ -545,7 +574,23 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"kafka": "ok", "mongo": "ok"}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"kafka": "ok", "mongo": "ok", "projector": "running"},
+    }
+
+
+async def test_readiness_is_503_once_the_projector_task_has_ended(
+    api: RunningApi, client: httpx.AsyncClient
+) -> None:
+    task = api.service.projector_task
+    assert task is not None
+    task.cancel()  # however it ended, events are no longer projected by this process
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["projector"] == "stopped"
 
 
 async def test_readiness_is_503_while_dependencies_do_not_answer(settings: Settings) -> None:
@@ -568,7 +613,7 @@ async def test_readiness_is_503_while_dependencies_do_not_answer(settings: Setti
     assert ready.status_code == 503
     assert ready.json() == {
         "status": "unavailable",
-        "checks": {"kafka": "unreachable", "mongo": "unreachable"},
+        "checks": {"kafka": "unreachable", "mongo": "unreachable", "projector": "off"},
     }
 
 

@@ -45,6 +45,7 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
         probe_changes=1,
         load_seconds=1.0,
         load_connections=2,
+        profile_invoices=40,
         out=tmp_path / "results.json",
     )
 
@@ -59,6 +60,25 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
     assert figures[("1.", "invoices stored in MongoDB")] == 1500
     assert figures[("1.", "InvoiceUpdated events on the topic")] == 1500
     assert figures[("5.", "api errors")] == 0
+
+    def number(section: str, figure: str) -> float:
+        value = figures[(section, figure)]
+        assert isinstance(value, int | float), (figure, value)
+        return value
+
+    # The engine-independent figures: measured, and counted where counting is exact.
+    assert number("1.", "sync process CPU per stored invoice") > 0
+    commands = number("1.", "MongoDB commands in all")
+    assert commands > 0
+    assert number("1.", "MongoDB commands per stored invoice") == commands / 1500
+    assert number("4.", "sync MongoDB commands per change") > 0
+    assert number("4.", "projector MongoDB commands per change") > 0
+    assert number("5.", "api MongoDB commands per request") > 0
+    assert number("6.", "events projected") >= 1000  # most, if not all, after the api answered
+    profiled = [r for r in report.rows if r.section.startswith("7.")]
+    assert {r.figure.split(":")[0] for r in profiled} == {"sync", "api"}
+    for name in ("sync", "api"):
+        assert "by own time" in (tmp_path / f"{name}-profile.txt").read_text()
     written = json.loads(options.out.read_text())
     assert len(written["rows"]) == len(report.rows)
     assert written["details"]["full_sync_result"] == {
@@ -139,6 +159,9 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
             realms=2,
             kafka_restart=True,
             db_restart=True,
+            poison_injections=2,
+            odd_amounts=3,
+            unstorable_amounts=1,
         )
 
     first = plan(7)
@@ -147,3 +170,6 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
     assert events.count("restart_kafka") == events.count("restart_db") == 1
     assert sum(e.startswith("kill_worker") for e in events) == 3
     assert events.count("kill_api") == 2
+    assert sum(e.startswith("poison:") for e in events) == 2
+    assert sum(e.startswith("odd_amount:") for e in events) == 3
+    assert sum(e.startswith("unstorable_amount:") for e in events) == 1

@@ -118,3 +118,26 @@ async def test_an_oversized_mapping_body_is_refused_before_it_is_parsed(
     status, answer = await post_mapping(sync, "cust-7", body)
     assert status == 413
     assert answer["error"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"[" * 8_000 + b"]" * 8_000, 400, "bad_json"),  # once a 500
+        (b'{"realm_id": 1E+999999999}', 400, "bad_json"),
+        (b"\xff", 400, "bad_json"),
+        (b"", 400, "bad_json"),
+        (b"{" + b" " * 20_000 + b"}", 413, "too_large"),
+    ],
+)
+async def test_hostile_mapping_bodies_are_answered_4xx_json(
+    sync: SyncUnderTest, mongo_db: AsyncDatabase[Document], body: bytes, status: int, code: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{sync.base_url}/customers/cust-9/mapping",
+            data=body,
+            headers={"Content-Type": "application/json", **SYNC_AUTH},
+        ) as r:
+            assert (r.status, (await r.json())["error"]) == (status, code)
+    assert await mongo_db.customer_mappings.count_documents({}) == 0

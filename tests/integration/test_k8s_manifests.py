@@ -298,7 +298,7 @@ def test_probe_paths(rendered: dict[str, list[Obj]]) -> None:
         assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert sync["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert sync["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        assert sync["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert {c["ports"][0]["containerPort"] for c in (api, sync)} == {8080, 8000}
 
 

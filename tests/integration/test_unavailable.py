@@ -18,6 +18,7 @@ from services.common.mongo import Document
 from services.common.settings import Settings
 from services.sync.app import sync_service
 from tests.api_support import REALM, running_api, seed_mapping
+from tests.integration.conftest import SYNC_AUTH
 from tests.support import bound_socket, serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -167,13 +168,20 @@ async def test_the_sync_service_answers_503_json_quickly_while_mongodb_is_frozen
     async with sync_service(through(settings, relay)) as service:
         sock = bound_socket()
         async with serve_asgi(service.web_app(), sock) as base_url:
-            async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+            async with httpx.AsyncClient(
+                base_url=base_url, timeout=60, headers=SYNC_AUTH
+            ) as client:
                 missing = await client.get(f"/connections/{REALM}")
                 assert missing.status_code == 404, missing.text  # MongoDB answers
+                link = await client.post("/connect-links", json={"user_id": "alice"})
+                assert link.status_code == 201, link.text
+                # The link names sync's public URL; this test serves sync elsewhere.
+                connect = urlsplit(link.json()["connect_url"])
+                connect_url = f"{connect.path}?{connect.query}"
                 with relay.frozen():
                     for request in (
                         client.get(f"/connections/{REALM}"),
-                        client.get("/oauth/connect", params={"user": "alice"}),
+                        client.get(connect_url),
                         client.post(
                             "/customers/cust-1/mapping",
                             json={"realm_id": REALM, "display_name": "Acme"},

@@ -34,3 +34,28 @@ def test_non_finite_amount_is_refused() -> None:
 
 def test_strings_that_mention_the_marker_stay_strings() -> None:
     assert jsoncodec.loads(jsoncodec.dumps({"note": "dec:1.5"})) == {"note": "dec:1.5"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * 65 + b"]" * 65, "nested deeper than 64"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested deeper than 64"),  # past the C parser's limit
+        (b'{"a":' * 100 + b"1" + b"}" * 100, "nested deeper than 64"),
+        (b"1E+999999999", "out of range"),
+        (b"9" * 5_000, "digits"),
+        (b"NaN", "non-finite"),
+        (b"\x22\xff\x22", "decode"),
+        (b'{"note": "\\ud800"}', "unpaired surrogate"),
+        (b'{"\\udfff": 1}', "unpaired surrogate"),
+    ],
+)
+def test_json_nothing_can_safely_use_is_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(jsoncodec.JsonRejected, match=reason):
+        jsoncodec.loads(raw)
+
+
+def test_paired_surrogates_and_escaped_backslashes_are_ordinary_text() -> None:
+    assert jsoncodec.loads(b'"\\ud83d\\ude00"') == "\U0001f600"
+    assert jsoncodec.loads(b'"\\\\ud800"') == "\\ud800"
+    assert jsoncodec.loads(b"[" * 64 + b"]" * 64) is not None

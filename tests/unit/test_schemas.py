@@ -65,3 +65,48 @@ def test_huge_invalid_value_gives_a_short_reason() -> None:
             {"type": "MapCustomer", "display_name": "x" * 100_000},
         )
     assert len(str(caught.value)) < 600
+
+
+def _mutations(document: dict[str, object]) -> list[dict[str, object]]:
+    """Off-contract variants of a valid event: each breaks one rule of the schema."""
+    data = document["data"]
+    assert isinstance(data, dict)
+    broken_data = [
+        {**data, "total_amt": "12.50"},
+        {**data, "invoice_id": "12a"},
+        {**data, "due_date": "2026-02-30"},
+        {**data, "currency": "usd"},
+        {**data, "version": -1},
+        {**data, "extra": 1},
+        {**data, "last_updated_time": "2026-12-02 10:00:00"},
+        {k: v for k, v in data.items() if k != "balance"},
+    ]
+    return [
+        *({**document, "data": d} for d in broken_data),
+        {**document, "time": "yesterday"},
+        {**document, "specversion": "0.3"},
+        {**document, "id": "invoice/1/2/3"},
+    ]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_fast_and_reference_validators_agree_on_every_example(path: Path) -> None:
+    # `validate` trusts the compiled validator's "valid": it must never accept what the
+    # reference validator refuses.
+    document = jsoncodec.loads(path.read_bytes())
+    schemas = default_schemas()
+    name = path.parent.name
+    reference_ok = not list(schemas.validators[name].iter_errors(document))
+    assert schemas.compiled[name].is_valid(document) is reference_ok
+
+
+def test_fast_validator_refuses_every_broken_event() -> None:
+    schemas = default_schemas()
+    valid = jsoncodec.loads(
+        (SCHEMAS_DIR / "examples/invoice-updated.v1/valid-open.json").read_bytes()
+    )
+    for broken in _mutations(valid):
+        assert list(schemas.validators["invoice-updated.v1"].iter_errors(broken)), broken
+        assert not schemas.compiled["invoice-updated.v1"].is_valid(broken), broken
+        with pytest.raises(MessageInvalid):
+            schemas.validate("invoice-updated.v1", broken)

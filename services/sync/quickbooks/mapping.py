@@ -10,14 +10,22 @@ Intuit facts encoded here (DESIGN.md, "QBO facts"):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from services.common import jsoncodec
+from services.common import jsoncodec, money
+
+# What the InvoiceUpdated contract (schemas/events) accepts; an invoice outside it is refused
+# here, one at a time, instead of failing its whole page when its event is built.
+_QBO_ID = re.compile(r"[0-9]{1,32}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+MAX_DOC_NUMBER = 64
+_SYNC_TOKEN_DIGITS = 12
 
 
 class InvoiceStatus(StrEnum):
@@ -75,8 +83,16 @@ def parse_qbo_datetime(text: Any) -> datetime:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UnmappableInvoice(f"bad timestamp {text!r}") from None
-    if parsed.tzinfo is None:
+    offset = parsed.utcoffset()
+    if offset is None:
         raise UnmappableInvoice(f"timestamp without a UTC offset: {text!r}")
+    if offset.total_seconds() % 60:
+        raise UnmappableInvoice(f"timestamp with an offset in seconds: {text!r}")
+    try:
+        # BSON stores UTC: a time at the very edge of the calendar could not be written.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise UnmappableInvoice(f"timestamp out of range: {text!r}") from None
     return parsed
 
 
@@ -92,19 +108,30 @@ def _date(value: Any) -> date | None:
 def _money(value: Any) -> Decimal:
     if value is None:
         return Decimal("0")
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
-        # A float here would mean someone parsed Intuit's JSON without parse_float=Decimal.
-        raise UnmappableInvoice(f"amount {value!r} is not exact")
     try:
-        return Decimal(value)
-    except ArithmeticError:
-        raise UnmappableInvoice(f"bad amount {value!r}") from None
+        return money.amount(value)
+    except money.InexactAmount as exc:
+        raise UnmappableInvoice(str(exc)) from None
 
 
 def _ref(value: Any) -> str | None:
     if isinstance(value, Mapping) and value.get("value") not in (None, ""):
         return str(value["value"])
     return None
+
+
+def _customer_ref(value: Any) -> str | None:
+    ref = _ref(value)
+    if ref is not None and not _QBO_ID.fullmatch(ref):
+        raise UnmappableInvoice(f"CustomerRef {ref[:40]!r} is not a QBO id")
+    return ref
+
+
+def _currency(value: Any) -> str | None:
+    code = _ref(value)
+    if code is not None and not _CURRENCY.fullmatch(code):
+        raise UnmappableInvoice(f"CurrencyRef {code[:40]!r} is not an ISO 4217 code")
+    return code
 
 
 def is_voided(invoice: Mapping[str, Any]) -> bool:
@@ -115,19 +142,27 @@ def is_voided(invoice: Mapping[str, Any]) -> bool:
 def invoice_record(realm_id: str, invoice: Mapping[str, Any]) -> InvoiceRecord:
     """Map one Invoice object (from a query, a read or CDC) to the record we store."""
     invoice_id = invoice.get("Id")
-    if not isinstance(invoice_id, str) or not invoice_id.isdigit():
-        raise UnmappableInvoice(f"invoice without a numeric Id: {invoice_id!r}")
+    if not isinstance(invoice_id, str) or not _QBO_ID.fullmatch(invoice_id):
+        raise UnmappableInvoice(f"invoice without a numeric Id: {str(invoice_id)[:40]!r}")
     meta = invoice.get("MetaData")
     if not isinstance(meta, Mapping):
         raise UnmappableInvoice(f"invoice {invoice_id} has no MetaData")
     last_updated = parse_qbo_datetime(meta.get("LastUpdatedTime"))
     raw = jsoncodec.dumps(invoice)
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may escape a lone surrogate (\ud800); BSON cannot store it, and the whole page's
+        # write would fail on this one invoice.
+        raise UnmappableInvoice(
+            f"invoice {invoice_id} holds text that is not valid Unicode"
+        ) from None
 
     if str(invoice.get("status", "")).lower() == "deleted":
         return InvoiceRecord(
             realm_id=realm_id,
             invoice_id=invoice_id,
-            qbo_customer_id=_ref(invoice.get("CustomerRef")),
+            qbo_customer_id=_customer_ref(invoice.get("CustomerRef")),
             doc_number=None,
             txn_date=None,
             due_date=None,
@@ -140,10 +175,10 @@ def invoice_record(realm_id: str, invoice: Mapping[str, Any]) -> InvoiceRecord:
             raw_json=raw,
         )
 
-    try:
-        sync_token = int(str(invoice.get("SyncToken")))
-    except ValueError:
-        raise UnmappableInvoice(f"invoice {invoice_id} has no numeric SyncToken") from None
+    token = str(invoice.get("SyncToken"))
+    if not (token.isascii() and token.isdigit() and len(token) <= _SYNC_TOKEN_DIGITS):
+        raise UnmappableInvoice(f"invoice {invoice_id} has no usable SyncToken")
+    sync_token = int(token)
     total, balance = _money(invoice.get("TotalAmt")), _money(invoice.get("Balance"))
     if is_voided(invoice):
         status = InvoiceStatus.VOIDED
@@ -152,14 +187,16 @@ def invoice_record(realm_id: str, invoice: Mapping[str, Any]) -> InvoiceRecord:
     else:
         status = InvoiceStatus.OPEN
     doc_number = invoice.get("DocNumber")
+    if doc_number is not None and len(str(doc_number)) > MAX_DOC_NUMBER:
+        raise UnmappableInvoice(f"invoice {invoice_id} has a DocNumber over {MAX_DOC_NUMBER}")
     return InvoiceRecord(
         realm_id=realm_id,
         invoice_id=invoice_id,
-        qbo_customer_id=_ref(invoice.get("CustomerRef")),
+        qbo_customer_id=_customer_ref(invoice.get("CustomerRef")),
         doc_number=str(doc_number) if doc_number not in (None, "") else None,
         txn_date=_date(invoice.get("TxnDate")),
         due_date=_date(invoice.get("DueDate")),
-        currency=_ref(invoice.get("CurrencyRef")),
+        currency=_currency(invoice.get("CurrencyRef")),
         total_amt=total,
         balance=balance,
         status=status,

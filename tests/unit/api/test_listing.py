@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -15,6 +16,7 @@ from services.api.listing import (
     parse_invoice_query,
     status_filter,
 )
+from services.common.money import sort_key
 
 TODAY = date(2030, 3, 15)
 
@@ -49,10 +51,10 @@ def test_max_limit_is_200() -> None:
     [
         ("due_date", "due_date", False),
         ("-due_date", "due_date", True),
-        ("total", "total_amt_micros", False),
-        ("balance", "balance_micros", False),
+        ("total", "total_amt_key", False),
+        ("balance", "balance_key", False),
         ("doc_number", "doc_number", False),
-        ("-balance", "balance_micros", True),
+        ("-balance", "balance_key", True),
     ],
 )
 def test_sort_keys_map_to_read_model_fields(text: str, field: str, descending: bool) -> None:
@@ -85,7 +87,7 @@ def test_offset_is_parsed_and_bounded() -> None:
 
 
 def test_cursor_round_trips_and_is_bound_to_its_sort() -> None:
-    cursor = Cursor("-total", 1_234_560_000, "9130350000000001:130")
+    cursor = Cursor("-total", sort_key(Decimal("1234.56")), "9130350000000001:130")
     query = parse_invoice_query({"sort": "-total", "cursor": cursor.encode()})
     assert query.cursor == cursor
     with pytest.raises(InvalidParameter, match="sort=-total"):
@@ -109,8 +111,9 @@ def test_cursor_and_offset_together_are_refused() -> None:
         "not base64 !",
         "e30",  # {}
         Cursor("due_date", "x", "r:1").encode()[:-3],
-        # a money sort with a text value
+        # a money sort with a value that is not an amount's sort key
         "WyJ0b3RhbCIsIngiLCJyOjEiXQ",
+        Cursor("total", 5, "r:1").encode(),  # type: ignore[arg-type]
         "x" * 2000,
     ],
 )
@@ -121,10 +124,11 @@ def test_malformed_cursors_are_refused(text: str) -> None:
 
 
 def test_keyset_after_a_value_ascending() -> None:
-    assert Sort("total").after(5, "r:2") == {
+    key = sort_key(Decimal("5"))
+    assert Sort("total").after(key, "r:2") == {
         "$or": [
-            {"total_amt_micros": {"$gt": 5}},
-            {"total_amt_micros": 5, "_id": {"$gt": "r:2"}},
+            {"total_amt_key": {"$gt": key}},
+            {"total_amt_key": key, "_id": {"$gt": "r:2"}},
         ]
     }
 
@@ -161,4 +165,24 @@ def test_customer_filter_follows_the_mapping() -> None:
 def test_combine_drops_empty_filters() -> None:
     assert combine({}, {}) == {}
     assert combine({"a": 1}, {}) == {"a": 1}
-    assert combine({"a": 1}, {"b": 2}) == {"$and": [{"a": 1}, {"b": 2}]}
+    assert combine({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
+
+
+def test_combine_keeps_equalities_top_level_and_clashing_fields_in_and() -> None:
+    customer = {"realm_id": "1", "qbo_customer_id": "58"}
+    overdue = {"status": "open", "due_date": {"$lt": "2030-03-15"}}
+    keyset = {"due_date": None, "_id": {"$gt": "1:9"}}
+    assert combine(customer, overdue, keyset) == {
+        "realm_id": "1",
+        "qbo_customer_id": "58",
+        "status": "open",
+        "due_date": {"$lt": "2030-03-15"},
+        "_id": {"$gt": "1:9"},
+        "$and": [{"due_date": None}],
+    }
+    ors = {"$or": [{"a": 1}, {"b": 2}]}
+    assert combine(customer, ors, {"$or": [{"c": 3}]}) == {
+        **customer,
+        "$or": [{"a": 1}, {"b": 2}],
+        "$and": [{"$or": [{"c": 3}]}],
+    }

@@ -1,0 +1,55 @@
+"""`ReadInvoices.apply_many` replaces an older stored version by compare-and-set on the version
+it read. When that read is already out of date (another projector wrote meanwhile), the write
+must still end with the newest version stored, never an older one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.api.readmodel import invoice_key, read_invoice
+from services.api.store import Applied, ReadInvoices
+from services.common.mongo import Document
+from tests.api_support import REALM, invoice_event
+
+pytestmark = pytest.mark.integration
+
+
+class OutdatedReads(ReadInvoices):
+    """Reads every stored version as 1, as if another writer moved them on just after."""
+
+    async def versions(self, keys: Sequence[str]) -> dict[str, int]:
+        return dict.fromkeys(keys, 1)
+
+
+def doc(invoice_id: str, version: int) -> Document:
+    return read_invoice(invoice_event(invoice_id, version), datetime.now(UTC))
+
+
+async def stored_version(db: AsyncDatabase[Document], invoice_id: str) -> int:
+    found = await db["read_invoices"].find_one({"_id": invoice_key(REALM, invoice_id)})
+    assert found is not None
+    return int(found["version"])
+
+
+async def test_an_outdated_read_never_stores_an_older_version(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    await mongo_db["read_invoices"].insert_many([doc("1", 5), doc("2", 2)])
+    applied = await OutdatedReads(mongo_db).apply_many([doc("1", 3), doc("2", 3)])
+    # "1": stored 5 is newer than 3, whatever the read said. "2": stored 2 is older: replaced.
+    assert applied == [Applied.STALE, Applied.STORED]
+    assert await stored_version(mongo_db, "1") == 5
+    assert await stored_version(mongo_db, "2") == 3
+
+
+async def test_an_up_to_date_read_replaces_by_compare_and_set(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    await mongo_db["read_invoices"].insert_one(doc("1", 1))
+    applied = await ReadInvoices(mongo_db).apply_many([doc("1", 2), doc("1", 4), doc("1", 3)])
+    assert applied == [Applied.STALE, Applied.STORED, Applied.STALE]
+    assert await stored_version(mongo_db, "1") == 4

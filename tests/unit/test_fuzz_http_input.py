@@ -1,0 +1,174 @@
+"""Property-based fuzzing of what arrives over HTTP: webhook bodies (legacy and CloudEvents),
+the invoice listing's query parameters and cursors, and JSON request bodies read through the
+shared bounded reader. Each either parses or is refused with a reason; nothing else escapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.api.listing import Cursor, InvalidParameter, parse_invoice_query
+from services.common import jsoncodec
+from services.common.httpbody import BodyRejected, read_json
+from services.sync.webhooks import WebhookInvalid, group_into_commands, parse_notifications
+from tests.unit.fuzz import FUZZ, json_values, raw_bytes
+
+# ------------------------------------------------------------------------------ webhooks
+
+ids = st.one_of(st.from_regex(r"[0-9]{1,6}", fullmatch=True), json_values)
+legacy_entity = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.sampled_from(["Invoice", "Customer", "Payment"]), json_values),
+        "id": ids,
+        "operation": st.one_of(
+            st.sampled_from(["Create", "Update", "Delete", "Merge"]), json_values
+        ),
+        "lastUpdated": st.one_of(st.just("2030-01-01T00:00:00.000Z"), json_values),
+        "deletedId": ids,
+    },
+)
+entities = st.one_of(st.lists(legacy_entity, max_size=4), json_values)
+legacy = st.fixed_dictionaries(
+    {
+        "eventNotifications": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "realmId": ids,
+                        "dataChangeEvent": st.one_of(
+                            st.fixed_dictionaries(
+                                {
+                                    "entities": st.one_of(
+                                        st.lists(legacy_entity, max_size=4), json_values
+                                    )
+                                }
+                            ),
+                            json_values,
+                        ),
+                    },
+                ),
+                max_size=3,
+            ),
+            json_values,
+        )
+    }
+)
+cloudevent = st.fixed_dictionaries(
+    {},
+    optional={
+        "specversion": st.just("1.0"),
+        "id": json_values,
+        "type": st.one_of(
+            st.sampled_from(
+                ["qbo.invoice.updated.v1", "qbo.customer.merged.v1", "qbo.invoice.deleted.v2"]
+            ),
+            json_values,
+        ),
+        "intuitaccountid": ids,
+        "intuitentityid": ids,
+        "time": st.one_of(st.just("2030-01-01T00:00:00.123456789Z"), json_values),
+        "data": st.one_of(st.fixed_dictionaries({"deletedid": ids}), json_values),
+    },
+)
+webhook_bodies = st.one_of(
+    raw_bytes,
+    legacy.map(jsoncodec.dumpb),
+    st.lists(cloudevent, max_size=5).map(jsoncodec.dumpb),
+    cloudevent.map(jsoncodec.dumpb),
+)
+
+
+@FUZZ
+@given(webhook_bodies)
+def test_a_webhook_body_becomes_valid_commands_or_is_refused(body: bytes) -> None:
+    try:
+        notices = parse_notifications(body)
+    except WebhookInvalid as exc:
+        assert exc.reason
+        return
+    for command in group_into_commands(notices):
+        command.to_bytes()  # validates against the SyncChanges schema, or raises
+
+
+# ---------------------------------------------------------------------------- api queries
+
+params = st.dictionaries(
+    st.sampled_from(["status", "sort", "limit", "offset", "cursor", "other"]),
+    st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(["open", "-total", "balance", "50", "0", "100001", "-1", "1e3"]),
+        st.binary(max_size=60).map(lambda b: Cursor("total", b.hex(), "x").encode()),
+    ),
+)
+
+
+@FUZZ
+@given(params)
+def test_listing_parameters_are_accepted_or_refused_by_name(query: dict[str, str]) -> None:
+    try:
+        parsed = parse_invoice_query(query)
+    except InvalidParameter as exc:
+        assert exc.param in query
+        return
+    assert 1 <= parsed.limit <= 200
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.hex())))
+def test_any_cursor_text_decodes_or_is_refused(text: str) -> None:
+    try:
+        Cursor.decode(text)
+    except InvalidParameter as exc:
+        assert exc.param == "cursor"
+
+
+# ------------------------------------------------------------------------------ JSON bodies
+
+
+async def _echo(request: Request) -> Response:
+    try:
+        body = await read_json(request, max_bytes=16 * 1024)
+    except BodyRejected as exc:
+        return JSONResponse({"error": exc.code, "message": exc.message}, exc.status)
+    return Response(jsoncodec.dumpb({"depth": jsoncodec.depth(body, 100)}), 200)
+
+
+ECHO = Starlette(routes=[Route("/", _echo, methods=["POST"])])
+bodies = st.one_of(
+    raw_bytes,
+    json_values.map(jsoncodec.dumpb),
+    st.integers(min_value=16 * 1024 - 10, max_value=20 * 1024).map(lambda n: b" " * n),
+)
+
+
+@FUZZ
+@given(bodies, st.sampled_from([None, "chunked"]))
+async def test_the_shared_body_reader_answers_4xx_json_for_anything_it_cannot_use(
+    body: bytes, transfer: str | None
+) -> None:
+    content: Any = body if transfer is None else _chunks(body)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(ECHO), base_url="http://t"
+    ) as client:
+        response = await client.post("/", content=content)
+    assert response.status_code in (200, 400, 413)
+    if response.status_code == 413:
+        assert len(body) > 16 * 1024
+    if response.status_code != 200:
+        assert response.json()["error"] in ("bad_json", "too_large")
+    else:
+        assert response.json()["depth"] <= 64
+
+
+async def _chunks(body: bytes) -> Any:
+    for start in range(0, len(body), 1000):
+        yield body[start : start + 1000]
