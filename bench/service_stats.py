@@ -10,9 +10,15 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.sync.access import DEV_SYNC_TOKEN
+
+# /stats names every connected realm, so it takes the sync service's token (the local one here).
+SYNC_AUTH = {"Authorization": f"Bearer {DEV_SYNC_TOKEN}"}
+
 
 async def sync_mongo_commands(http: aiohttp.ClientSession, sync_url: str) -> int:
-    async with http.get(f"{sync_url}/stats") as response:
+    async with http.get(f"{sync_url}/stats", headers=SYNC_AUTH) as response:
+        response.raise_for_status()
         body = await response.json()
     rows = body.get("mongo_commands")
     if rows is None:

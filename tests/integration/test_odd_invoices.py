@@ -25,7 +25,7 @@ from services.common.schemas import default_schemas
 from services.common.settings import Settings
 from services.sync import handlers
 from services.sync.oauth.intuit import TokenGrant
-from tests.integration.conftest import SyncUnderTest
+from tests.integration.conftest import SYNC_AUTH, SyncUnderTest
 from tests.integration.test_sync_worker import REALM, connect_and_map, finished, refresh
 from tests.support import MovableClock, read_topic
 
@@ -100,7 +100,7 @@ async def test_a_refresh_stores_the_good_and_exact_invoices_and_records_the_bad_
     assert [emitted[i]["data"]["total_amt"] for i in good] == EXACT_AMOUNTS
 
     # Operators see it: the listing endpoint and the per-realm count.
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=SYNC_AUTH) as http:
         async with http.get(f"{worker.base_url}/rejected-invoices?realm_id={REALM}") as r:
             assert r.status == 200
             listed = jsoncodec.loads(await r.read())["rejected_invoices"]
