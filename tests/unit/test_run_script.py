@@ -97,7 +97,14 @@ def test_term_stops_the_started_processes(tmp_path: Path) -> None:
             time.sleep(0.02)  # a real process starting; there is no clock to inject
         service = int(pid_file.read_text())
         assert alive(service)
-        assert Path(f"/proc/{service}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
+
+        def program() -> bytes:
+            return Path(f"/proc/{service}/cmdline").read_bytes().split(b"\0")[0]
+
+        # `$!` names the service itself: the forked shell becomes `sleep` once it has exec'd.
+        while program() != b"sleep":
+            assert time.monotonic() < deadline, f"pid {service} runs {program()!r}, not sleep"
+            time.sleep(0.02)
 
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=10)
