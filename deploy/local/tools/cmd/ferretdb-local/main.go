@@ -27,7 +27,7 @@ import (
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
 	pgURL := flag.String("postgresql-url", "", "PostgreSQL connection URL (required)")
-	interval := flag.Duration("gin-interval", time.Second, "how often the GIN indexes are reconciled")
+	interval := flag.Duration("gin-interval", time.Second, "how often the GIN indexes are reconciled; 0: never (to measure without them)")
 	level := flag.String("log-level", "warn", "debug, info, warn or error")
 	flag.Parse()
 
@@ -54,7 +54,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	go keepGINIndexes(ctx, *pgURL, *interval, logger.With("component", "gin-indexes"))
+	if *interval > 0 {
+		go keepGINIndexes(ctx, *pgURL, *interval, logger.With("component", "gin-indexes"))
+	}
 
 	fmt.Fprintf(os.Stderr, "ferretdb-local listening on %s (postgresql)\n", *listen)
 	if err = f.Run(ctx); err != nil {
