@@ -20,6 +20,12 @@ from bench.chaos.ledger import Customer, Ledger
 from bench.chaos.supervisor import Supervisor
 from bench.emulator_admin import EmulatorAdmin
 
+RESTART_TARGETS = {
+    "restart_kafka": "kafka",
+    "restart_db": "ferretdb",
+    "restart_postgres": "postgres",
+}
+
 
 def cents(rng: random.Random, low: int, high: int) -> Decimal:
     return Decimal(rng.randint(low, high)).scaleb(-2)
@@ -39,7 +45,7 @@ class Actions:
     log: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     last_change: float = 0.0  # wall-clock time of the last change made in QuickBooks
-    restarted: dict[str, float] = field(default_factory=dict)  # kafka/ferretdb -> back after s
+    restarted: dict[str, float] = field(default_factory=dict)  # kafka/ferretdb/postgres -> s
     kills_planned: int = 0
 
     def note(self, text: str) -> None:
@@ -121,8 +127,8 @@ class Actions:
             realm = self.realms[int(arg) % len(self.realms)]
             expired = await self.admin.expire_access_tokens(realm)
             self.note(f"expired {expired} access token(s) of realm {realm}")
-        elif name in ("restart_kafka", "restart_db") and self.instance is not None:
-            target = "kafka" if name == "restart_kafka" else "ferretdb"
+        elif name in RESTART_TARGETS and self.instance is not None:
+            target = RESTART_TARGETS[name]
             async with self.infra_lock:
                 self.note(f"SIGKILL {target} (restart after {down_for:.1f} s)")
                 began = time.monotonic()

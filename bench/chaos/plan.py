@@ -41,6 +41,7 @@ def make_plan(
     realms: int,
     kafka_restart: bool,
     db_restart: bool,
+    postgres_restart: bool,
 ) -> list[Step]:
     chaos: dict[int, list[str]] = {}
     last = operations - 1
@@ -54,11 +55,13 @@ def make_plan(
         at(spot, "kill_api")
     for spot in _spots(rng, token_expiries, 0, last):
         at(spot, f"expire_tokens:{rng.randrange(realms)}")
-    # The broker early, the database late: their restarts never overlap.
+    # The broker early, FerretDB late, PostgreSQL in between (its restarts are serialised too).
     if kafka_restart:
         at(rng.randint(operations // 5, operations * 2 // 5), "restart_kafka")
     if db_restart:
         at(rng.randint(operations * 3 // 5, operations * 4 // 5), "restart_db")
+    if postgres_restart:
+        at(rng.randint(operations * 2 // 5, operations * 3 // 5), "restart_postgres")
     return [
         Step(
             index=i,

@@ -139,11 +139,13 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
             realms=2,
             kafka_restart=True,
             db_restart=True,
+            postgres_restart=True,
         )
 
     first = plan(7)
     events = [e for step in first for e in step.chaos]
     assert first == plan(7) and first != plan(8)
     assert events.count("restart_kafka") == events.count("restart_db") == 1
+    assert events.count("restart_postgres") == 1
     assert sum(e.startswith("kill_worker") for e in events) == 3
     assert events.count("kill_api") == 2
