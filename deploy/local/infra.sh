@@ -219,7 +219,7 @@ start_postgres() {
 
 wait_postgres() { # wait_postgres SECONDS: until it accepts connections (crash recovery done)
   local deadline=$((SECONDS + $1))
-  until "$pg_bin/pg_isready" -q -h "$pg_socket" -p "$pg_port"; do
+  until "$pg_bin/pg_isready" -q -h "$pg_socket" -p "$pg_port" -U "$pg_role" -d postgres; do
     alive postgres || { tail -40 "$logs/postgres.log" >&2 || true; die "postgres exited during start-up (logs in $logs)"; }
     ((SECONDS < deadline)) || die "postgres did not accept connections within $1 s (logs in $logs)"
     sleep 0.2
