@@ -73,10 +73,16 @@ class LocalPostgres:
 
 
 def local_postgres(mongodb_uri: str) -> LocalPostgres | None:
-    """The PostgreSQL under `mongodb_uri` if that is the local FerretDB (infra.sh's port)."""
+    """The PostgreSQL under `mongodb_uri` if that is the local FerretDB: infra.sh's port, and
+    infra.sh runs a PostgreSQL (a FerretDB started from an older checkout may have none)."""
     url = urlsplit(mongodb_uri)
     local_port = int(os.environ.get("QBO_MONGO_PORT", "27017"))
     if url.hostname not in ("127.0.0.1", "localhost") or (url.port or 27017) != local_port:
+        return None
+    status = subprocess.run(  # noqa: S603
+        [str(INFRA_SH), "status"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if "postgres: running" not in status.stdout:
         return None
     return LocalPostgres()
 

@@ -40,6 +40,7 @@ pg_socket="$pg_dir/socket"
 pg_role=ferretdb     # the cluster's superuser, as which FerretDB connects
 pg_database=ferretdb # FerretDB keeps each MongoDB database as a schema of this one
 pg_os_user=""        # set by postgres_user: who runs the server
+as_pg_user=()        # set by postgres_user: the command prefix that switches to that user
 pg_bin=""            # set by find_postgres: Debian's /usr/lib/postgresql/<version>/bin
 
 say() { printf '[infra] %s\n' "$*" >&2; }
@@ -49,9 +50,17 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+running() { # running PID -> 0 if that process lives
+  kill -0 "$1" 2>/dev/null || return 1
+  # A killed process stays a zombie until init reaps it, which may take a while: dead all the same.
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ "${stat##*) }" != Z* ]]
+}
+
 alive() { # alive NAME -> 0 if our pid file names a live process
   local pidfile="$run/$1.pid"
-  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  [[ -f "$pidfile" ]] && running "$(cat "$pidfile")"
 }
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
@@ -110,7 +119,7 @@ install_postgres() {
   find_postgres || die "PostgreSQL was installed but no initdb/postgres found under /usr/lib/postgresql"
 }
 
-postgres_user() { # as root, the unprivileged system user that runs PostgreSQL
+postgres_user() { # who runs PostgreSQL: the invoking user, or as root an unprivileged system user
   if [[ $EUID -ne 0 ]]; then
     pg_os_user="$(id -un)"
     return 0
@@ -121,14 +130,8 @@ postgres_user() { # as root, the unprivileged system user that runs PostgreSQL
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin "$pg_os_user" || die "useradd $pg_os_user failed"
   fi
-}
-
-as_postgres() { # as_postgres CMD… runs CMD as the PostgreSQL user (exec, no extra process)
-  if [[ $EUID -eq 0 ]]; then
-    setpriv --reuid="$pg_os_user" --regid="$pg_os_user" --init-groups -- "$@"
-  else
-    "$@"
-  fi
+  # setpriv execs (no intermediate process), so the pid recorded is the postmaster's.
+  as_pg_user=(setpriv --reuid="$pg_os_user" --regid="$pg_os_user" --init-groups --)
 }
 
 psql_local() { # psql_local ARGS… psql as the superuser over the unix socket (trusted)
@@ -143,7 +146,7 @@ init_postgres() { # the cluster's directories and, once, initdb
   chmod 700 "$pg_data" "$pg_socket"
   if [[ $EUID -eq 0 ]]; then
     chown "$pg_os_user:" "$pg_data" "$pg_socket"
-    as_postgres test -w "$pg_data" -a -w "$pg_socket" \
+    "${as_pg_user[@]}" test -w "$pg_data" -a -w "$pg_socket" \
       || die "the system user $pg_os_user cannot reach $pg_dir: every directory above it must be searchable by others (chmod o+x), or set QBO_LOCAL_DIR to a directory that is"
   fi
   [[ -f "$pg_data/PG_VERSION" ]] && return 0
@@ -151,7 +154,7 @@ init_postgres() { # the cluster's directories and, once, initdb
   # Locale C and UTF-8 are what FerretDB checks for. Local connections are trusted: only the
   # owner (and root) can enter the socket directory. TCP on loopback needs the password kept in
   # $pg_dir/password.
-  as_postgres "$pg_bin/initdb" -D "$pg_data" -U "$pg_role" -E UTF8 --locale=C \
+  "${as_pg_user[@]}" "$pg_bin/initdb" -D "$pg_data" -U "$pg_role" -E UTF8 --locale=C \
     --auth-local=trust --auth-host=scram-sha-256 >"$logs/initdb.log" 2>&1 \
     || { cat "$logs/initdb.log" >&2; find "$pg_data" -mindepth 1 -delete; die "initdb failed"; }
 }
@@ -180,23 +183,27 @@ clear_after_crash() {
     kill -KILL $left 2>/dev/null || true
     for _ in $(seq 1 50); do [[ -z "$(postgres_leftovers)" ]] && break; sleep 0.1; done
   fi
-  # postmaster.pid names the dead postmaster. PostgreSQL replaces a stale one itself, and reuses
-  # the shared memory it names, unless that pid now belongs to another live process.
-  local lock="$pg_data/postmaster.pid" old
-  if [[ -f "$lock" ]]; then
+  # The lock files (postmaster.pid, and one beside the socket) name the dead postmaster.
+  # PostgreSQL replaces a stale one itself (and reuses the shared memory postmaster.pid names),
+  # unless that pid still answers a signal: the killed postmaster as a zombie not yet reaped, or
+  # another process that got its pid since. Those are removed here.
+  local lock old
+  for lock in "$pg_data/postmaster.pid" "$pg_socket/.s.PGSQL.$pg_port.lock"; do
+    [[ -f "$lock" ]] || continue
     old="$(head -1 "$lock")"
     if [[ "$old" =~ ^[0-9]+$ ]] && kill -0 "$old" 2>/dev/null; then
-      say "removing the stale $lock (its pid $old is now another process)"
+      say "removing the stale $lock (its pid $old is not a running postmaster)"
       rm -f "$lock"
     fi
-  fi
+  done
 }
 
 adopt_postgres() { # a live postmaster on our data directory whose pid file went missing
   local lock="$pg_data/postmaster.pid" pid
   [[ -f "$lock" ]] || return 1
   pid="$(head -1 "$lock")"
-  [[ "$pid" =~ ^[0-9]+$ && "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$pg_data" ]] || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && running "$pid" || return 1
+  [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$pg_data" ]] || return 1
   echo "$pid" >"$run/postgres.pid"
 }
 
@@ -205,12 +212,10 @@ start_postgres() {
   check_port_free postgres "$pg_port"
   init_postgres
   clear_after_crash
-  local run_as=()
-  [[ $EUID -eq 0 ]] && run_as=(setpriv --reuid="$pg_os_user" --regid="$pg_os_user" --init-groups --)
   # Loopback only. fsync stays on and synchronous_commit too: a write FerretDB acknowledged must
   # survive a crash of the server, which the fault suite causes on purpose. JIT off: it only
   # adds compile time to the short queries FerretDB sends.
-  setsid nohup "${run_as[@]}" "$pg_bin/postgres" -D "$pg_data" -p "$pg_port" \
+  setsid nohup "${as_pg_user[@]}" "$pg_bin/postgres" -D "$pg_data" -p "$pg_port" \
       -c listen_addresses=127.0.0.1 -c unix_socket_directories="$pg_socket" \
       -c jit=off -c log_min_messages=warning -c log_line_prefix='%m [%p] ' \
     >>"$logs/postgres.log" 2>&1 </dev/null &
@@ -295,22 +300,23 @@ stop() { # stop NAME [SIGNAL]
   [[ -f "$pidfile" ]] || return 0
   local pid
   pid="$(cat "$pidfile")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     kill "-${2:-TERM}" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { say "$1 did not stop in 10 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
+    for _ in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
+    running "$pid" && { say "$1 did not stop in 10 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
     say "stopped $1"
   fi
   rm -f "$pidfile"
 }
 
-mkdir -p "$logs" "$run"
 # PostgreSQL's fast shutdown (SIGINT): its default on SIGTERM waits for every client to leave.
 stop_all() {
   stop kafka
   stop ferretdb
   stop postgres INT
 }
+
+mkdir -p "$logs" "$run"
 
 case "${1:-up}" in
   install)
