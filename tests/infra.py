@@ -1,8 +1,9 @@
 """Where the tests find Kafka and the MongoDB-protocol server.
 
 In order: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI from the environment; testcontainers when a
-Docker engine answers; otherwise the project's own local processes (deploy/local/infra.sh),
-started on demand. Each test then gets its own topics and database (see conftest.py).
+Docker engine answers; otherwise the project's own local processes (deploy/local/infra.sh:
+Kafka, and FerretDB on PostgreSQL), started on demand. Each test then gets its own topics and
+database (see conftest.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA_SH = ROOT / "deploy" / "local" / "infra.sh"
@@ -47,6 +49,42 @@ def _docker_answers() -> bool:
         return True
     except Exception:
         return False
+
+
+class LocalPostgres:
+    """The PostgreSQL under the local FerretDB, through `infra.sh psql` (its unix socket)."""
+
+    def run(self, *commands: str) -> str:
+        """What psql prints for these commands, run in one session (tab-separated, no headers)."""
+        args = [arg for command in commands for arg in ("-c", command)]
+        result = subprocess.run(  # noqa: S603
+            [str(INFRA_SH), "psql", "-qAt", "-F", "\t", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def rows(self, sql: str) -> list[list[str]]:
+        return [line.split("\t") for line in self.run(sql).splitlines()]
+
+
+def local_postgres(mongodb_uri: str) -> LocalPostgres | None:
+    """The PostgreSQL under `mongodb_uri` if that is the local FerretDB: infra.sh's port, and
+    infra.sh runs a PostgreSQL (a FerretDB started from an older checkout may have none)."""
+    url = urlsplit(mongodb_uri)
+    local_port = int(os.environ.get("QBO_MONGO_PORT", "27017"))
+    if url.hostname not in ("127.0.0.1", "localhost") or (url.port or 27017) != local_port:
+        return None
+    status = subprocess.run(  # noqa: S603
+        [str(INFRA_SH), "status"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if "postgres: running" not in status.stdout:
+        return None
+    return LocalPostgres()
 
 
 def _local() -> tuple[str, str]:

@@ -67,6 +67,13 @@ class PoisonInjector:
                 await producer.stop()
 
 
+RESTART_TARGETS = {
+    "restart_kafka": "kafka",
+    "restart_db": "ferretdb",
+    "restart_postgres": "postgres",
+}
+
+
 def cents(rng: random.Random, low: int, high: int) -> Decimal:
     return Decimal(rng.randint(low, high)).scaleb(-2)
 
@@ -85,7 +92,7 @@ class Actions:
     log: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     last_change: float = 0.0  # wall-clock time of the last change made in QuickBooks
-    restarted: dict[str, float] = field(default_factory=dict)  # kafka/ferretdb -> back after s
+    restarted: dict[str, float] = field(default_factory=dict)  # kafka/ferretdb/postgres -> s
     kills_planned: int = 0
     poison: PoisonInjector | None = None
     unstorable: list[tuple[Customer, str]] = field(default_factory=list)
@@ -180,8 +187,8 @@ class Actions:
             await self._odd_amount(self.ledger.customers[int(arg) % len(self.ledger.customers)])
         elif name == "unstorable_amount":
             await self._unstorable(self.ledger.customers[int(arg) % len(self.ledger.customers)])
-        elif name in ("restart_kafka", "restart_db") and self.instance is not None:
-            target = "kafka" if name == "restart_kafka" else "ferretdb"
+        elif name in RESTART_TARGETS and self.instance is not None:
+            target = RESTART_TARGETS[name]
             async with self.infra_lock:
                 self.note(f"SIGKILL {target} (restart after {down_for:.1f} s)")
                 began = time.monotonic()

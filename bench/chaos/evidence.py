@@ -112,7 +112,7 @@ async def account(
     # A kill that finds its process already down (killed just before, or exited while Kafka
     # was away) is not counted as one.
     report.add(section, "  of which hit a running process", sum(c.kills for c in children))
-    for target in ("kafka", "ferretdb"):
+    for target in ("kafka", "ferretdb", "postgres"):
         back = restarted.get(target)
         report.add(
             section,

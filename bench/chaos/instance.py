@@ -1,7 +1,8 @@
-"""A Kafka + FerretDB instance of its own, run by deploy/local/infra.sh on other ports.
+"""A Kafka + FerretDB + PostgreSQL instance of its own, run by deploy/local/infra.sh on other
+ports.
 
-The chaos run kills and restarts this instance's broker and database, so it must never be the
-instance a developer or the test suite is using: it lives in its own state directory
+The chaos run kills and restarts this instance's broker, FerretDB and PostgreSQL, so it must
+never be the instance a developer or the test suite is using: it lives in its own state directory
 (QBO_LOCAL_DIR) on its own ports.
 """
 
@@ -28,6 +29,7 @@ class InfraInstance:
     kafka_port: int = 19192
     controller_port: int = 19193
     mongo_port: int = 27217
+    postgres_port: int = 15632
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -44,6 +46,7 @@ class InfraInstance:
                 "QBO_KAFKA_PORT": str(self.kafka_port),
                 "QBO_KAFKA_CONTROLLER_PORT": str(self.controller_port),
                 "QBO_MONGO_PORT": str(self.mongo_port),
+                "QBO_POSTGRES_PORT": str(self.postgres_port),
             }
         )
 
@@ -72,7 +75,8 @@ class InfraInstance:
             raise InfraFailed(f"infra.sh {action} failed ({code}):\n{tail}")
 
     def pid_of(self, name: str) -> int | None:
-        """The pid infra.sh recorded for `kafka` or `ferretdb` (a process this run started)."""
+        """The pid infra.sh recorded for `kafka`, `ferretdb` or `postgres` (its postmaster): a
+        process this run started."""
         pidfile = self.state_dir / "run" / f"{name}.pid"
         try:
             return int(pidfile.read_text().strip())
@@ -80,7 +84,8 @@ class InfraInstance:
             return None
 
     async def crash_and_restart(self, name: str, down_for_s: float) -> None:
-        """SIGKILL `kafka` or `ferretdb` (no clean shutdown), wait, and start it again."""
+        """SIGKILL `kafka`, `ferretdb` or `postgres` (no clean shutdown), wait, and start it
+        again; infra.sh clears what a killed postmaster leaves behind."""
         pid = self.pid_of(name)
         if pid is None:
             raise InfraFailed(f"no pid recorded for {name}")

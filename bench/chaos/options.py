@@ -47,12 +47,13 @@ class ChaosOptions:
     odd_amounts: int = 3
     unstorable_amounts: int = 1
     kafka_restart: bool = True
-    db_restart: bool = True
+    db_restart: bool = True  # FerretDB
+    postgres_restart: bool = True
     webhook_drop_probability: float = 0.15
     cdc_poll_interval_s: float = 2.0
     faults: list[dict[str, Any]] = field(default_factory=default_faults)
-    # "own": start a separate Kafka + FerretDB with infra.sh; "external": use the ones the
-    # environment names (KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI) and never restart them.
+    # "own": start a separate Kafka + FerretDB + PostgreSQL with infra.sh; "external": use the
+    # ones the environment names (KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI) and never restart them.
     instance: str = "own"
     state_dir: Path = ROOT / ".local" / "chaos"
     out: Path = ROOT / ".local" / "chaos" / "results.json"
@@ -60,7 +61,9 @@ class ChaosOptions:
 
     @property
     def restarts_infra(self) -> bool:
-        return self.instance == "own" and (self.kafka_restart or self.db_restart)
+        return self.instance == "own" and (
+            self.kafka_restart or self.db_restart or self.postgres_restart
+        )
 
 
 def parse_options(argv: Sequence[str] | None = None) -> ChaosOptions:
@@ -79,7 +82,8 @@ def parse_options(argv: Sequence[str] | None = None) -> ChaosOptions:
     p.add_argument("--odd-amounts", type=int, default=d.odd_amounts)
     p.add_argument("--unstorable-amounts", type=int, default=d.unstorable_amounts)
     p.add_argument("--no-kafka-restart", action="store_true")
-    p.add_argument("--no-db-restart", action="store_true")
+    p.add_argument("--no-db-restart", action="store_true", help="never kill FerretDB")
+    p.add_argument("--no-postgres-restart", action="store_true")
     p.add_argument("--no-faults", action="store_true", help="QuickBooks answers every request")
     p.add_argument("--instance", choices=["own", "external"], default="own")
     p.add_argument("--out", type=Path, default=d.out)
@@ -101,6 +105,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ChaosOptions:
         unstorable_amounts=a.unstorable_amounts,
         kafka_restart=not a.no_kafka_restart,
         db_restart=not a.no_db_restart,
+        postgres_restart=not a.no_postgres_restart,
         faults=[] if a.no_faults else default_faults(),
         instance=a.instance,
         out=a.out,

@@ -42,6 +42,7 @@ def make_plan(
     realms: int,
     kafka_restart: bool,
     db_restart: bool,
+    postgres_restart: bool,
     poison_injections: int = 0,
     odd_amounts: int = 0,
     unstorable_amounts: int = 0,
@@ -64,11 +65,13 @@ def make_plan(
         at(spot, f"odd_amount:{rng.randrange(customers)}")
     for spot in _spots(rng, unstorable_amounts, 0, last):
         at(spot, f"unstorable_amount:{rng.randrange(customers)}")
-    # The broker early, the database late: their restarts never overlap.
+    # The broker early, FerretDB late, PostgreSQL in between (its restarts are serialised too).
     if kafka_restart:
         at(rng.randint(operations // 5, operations * 2 // 5), "restart_kafka")
     if db_restart:
         at(rng.randint(operations * 3 // 5, operations * 4 // 5), "restart_db")
+    if postgres_restart:
+        at(rng.randint(operations * 2 // 5, operations * 3 // 5), "restart_postgres")
     return [
         Step(
             index=i,

@@ -1,8 +1,9 @@
 """One chaos run, start to finish, and its verdict.
 
-1. A Kafka + FerretDB instance of its own (infra.sh on other ports), the emulator seeded with
-   `realms` x `customers_per_realm` customers x `invoices_per_customer` invoices, one sync web
-   process (webhooks), `workers` sync workers and the api (with its projector), as processes.
+1. A Kafka + FerretDB + PostgreSQL instance of its own (infra.sh on other ports), the emulator
+   seeded with `realms` x `customers_per_realm` customers x `invoices_per_customer` invoices, one
+   sync web process (webhooks), `workers` sync workers and the api (with its projector), as
+   processes.
 2. Companies connected, customers mapped, and everything synced once, before any fault.
 3. Faults switched on: QuickBooks errors and a real timeout, lost webhooks, then the seeded
    plan of `operations` with processes killed, tokens expired, broker and database restarted.
@@ -240,6 +241,7 @@ async def _play(actions: Actions, options: ChaosOptions, ledger: Ledger) -> None
         poison_injections=options.poison_injections,
         odd_amounts=options.odd_amounts,
         unstorable_amounts=options.unstorable_amounts,
+        postgres_restart=options.postgres_restart and options.restarts_infra,
     )
     background: list[asyncio.Task[None]] = []
     for step in plan:

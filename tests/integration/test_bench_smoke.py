@@ -162,12 +162,14 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
             poison_injections=2,
             odd_amounts=3,
             unstorable_amounts=1,
+            postgres_restart=True,
         )
 
     first = plan(7)
     events = [e for step in first for e in step.chaos]
     assert first == plan(7) and first != plan(8)
     assert events.count("restart_kafka") == events.count("restart_db") == 1
+    assert events.count("restart_postgres") == 1
     assert sum(e.startswith("kill_worker") for e in events) == 3
     assert events.count("kill_api") == 2
     assert sum(e.startswith("poison:") for e in events) == 2

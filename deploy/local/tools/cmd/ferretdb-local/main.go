@@ -1,4 +1,4 @@
-// Command ferretdb-local runs FerretDB v1 (MongoDB wire protocol over SQLite) on loopback
+// Command ferretdb-local runs FerretDB v1 (MongoDB wire protocol over PostgreSQL) on loopback
 // for local development, tests and CI.
 //
 // It embeds FerretDB through its public `ferretdb` package instead of installing
@@ -6,6 +6,9 @@
 // ships without build/version/version.txt and the binary panics at start-up
 // ("Invalid build/version/version.txt file content"). Embedding skips that check and
 // disables telemetry.
+//
+// Beside FerretDB it keeps GIN indexes that let PostgreSQL serve FerretDB's equality
+// pushdown (see gin.go).
 package main
 
 import (
@@ -15,17 +18,22 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
 
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
-	dir := flag.String("sqlite-dir", "data", "directory holding the SQLite databases")
+	pgURL := flag.String("postgresql-url", "", "PostgreSQL connection URL (required)")
+	interval := flag.Duration("gin-interval", time.Second, "how often the GIN indexes are reconciled; 0: never (to measure without them)")
 	level := flag.String("log-level", "warn", "debug, info, warn or error")
 	flag.Parse()
+
+	if *pgURL == "" {
+		fail(fmt.Errorf("-postgresql-url is required"))
+	}
 
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
@@ -33,19 +41,11 @@ func main() {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
-	abs, err := filepath.Abs(*dir)
-	if err != nil {
-		fail(err)
-	}
-	if err = os.MkdirAll(abs, 0o700); err != nil {
-		fail(err)
-	}
-
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		Listener:      ferretdb.ListenerConfig{TCP: *listen},
+		Logger:        logger,
+		Handler:       "postgresql",
+		PostgreSQLURL: *pgURL,
 	})
 	if err != nil {
 		fail(err)
@@ -54,7 +54,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Fprintf(os.Stderr, "ferretdb-local listening on %s (sqlite %s)\n", *listen, abs)
+	if *interval > 0 {
+		go keepGINIndexes(ctx, *pgURL, *interval, logger.With("component", "gin-indexes"))
+	}
+
+	fmt.Fprintf(os.Stderr, "ferretdb-local listening on %s (postgresql)\n", *listen)
 	if err = f.Run(ctx); err != nil {
 		fail(err)
 	}
