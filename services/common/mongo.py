@@ -7,7 +7,9 @@ single-document writes with guard filters instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -113,18 +115,39 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Sequence[IndexSpec]
         )
 
 
-# FerretDB v1 pushes only a filter that is exactly `{_id: <string>}` down to SQLite and decodes
-# every document of the collection (~70 µs each) for anything else, `$in` included. Measured at
-# 2,000 to 100,000 documents, one `$in` costs as much as ~20-30 `_id` equality lookups, so up to
-# this many keys are read one by one. MongoDB answers both from its `_id` index.
-FEW_KEYS = 16
+# What a lookup of many keys costs depends on the engine (README, "The queries of the hot paths").
+# MongoDB answers one `$in` from the `_id` index in a single round trip. FerretDB v1 never pushes
+# `$in` down to its backend: it reads and decodes every document of the collection (about 60 s at
+# 100,000 invoices on PostgreSQL), while each `{_id: key}` is pushed down and served by an index
+# (a few milliseconds). So where FerretDB is the engine, keys are read one by one, a few at a
+# time; on MongoDB with one `$in`.
+PARALLEL_KEY_LOOKUPS = 8
+
+# Per client: does it talk to FerretDB? Asked once (`buildInfo` names FerretDB's version).
+_ferretdb: weakref.WeakKeyDictionary[AsyncMongoClient[Document], bool] = weakref.WeakKeyDictionary()
+
+
+async def is_ferretdb(client: AsyncMongoClient[Document]) -> bool:
+    known = _ferretdb.get(client)
+    if known is None:
+        info = await client.admin.command("buildInfo")
+        known = _ferretdb[client] = "ferretdbVersion" in info
+    return known
 
 
 async def find_by_ids(
     collection: AsyncCollection[Document], keys: Sequence[str], projection: Mapping[str, Any]
 ) -> list[Document]:
     """The documents with these `_id`s that exist, in no particular order."""
-    if len(keys) <= FEW_KEYS:
-        found = [await collection.find_one({"_id": k}, projection) for k in keys]
-        return [d for d in found if d is not None]
-    return [d async for d in collection.find({"_id": {"$in": list(keys)}}, projection)]
+    if not keys:
+        return []
+    if len(keys) > 1 and not await is_ferretdb(collection.database.client):
+        return [d async for d in collection.find({"_id": {"$in": list(keys)}}, projection)]
+    found: list[Document] = []
+    for start in range(0, len(keys), PARALLEL_KEY_LOOKUPS):
+        chunk = keys[start : start + PARALLEL_KEY_LOOKUPS]
+        answers = await asyncio.gather(
+            *(collection.find_one({"_id": k}, projection) for k in chunk)
+        )
+        found.extend(d for d in answers if d is not None)
+    return found

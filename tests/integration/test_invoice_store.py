@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.mongo import FEW_KEYS, Document
+from services.common.mongo import PARALLEL_KEY_LOOKUPS, Document
 from services.sync.quickbooks.mapping import InvoiceRecord, invoice_record
 from services.sync.store import InvoiceStore
 
@@ -95,7 +95,7 @@ async def test_a_snapshot_missing_an_invoice_someone_inserted_updates_it_in_orde
 async def test_a_snapshot_learns_its_writes_so_a_repeated_page_stores_nothing(
     store: InvoiceStore,
 ) -> None:
-    page = [invoice(i, 0, f"{i}.25") for i in range(1, 2 * FEW_KEYS + 3)]
+    page = [invoice(i, 0, f"{i}.25") for i in range(1, 2 * PARALLEL_KEY_LOOKUPS + 3)]
     known = await store.customer_versions(REALM, CUSTOMER)
 
     first = await store.apply(page, LOCAL_IDS, known)
@@ -108,7 +108,7 @@ async def test_a_snapshot_learns_its_writes_so_a_repeated_page_stores_nothing(
     assert sorted(await store.keys_for_customer(REALM, CUSTOMER)) == sorted(r.key for r in page)
 
 
-@pytest.mark.parametrize("count", [1, FEW_KEYS, FEW_KEYS + 1, 40])
+@pytest.mark.parametrize("count", [1, PARALLEL_KEY_LOOKUPS, PARALLEL_KEY_LOOKUPS + 1, 40])
 async def test_stored_versions_are_read_alike_for_few_and_many_keys(
     store: InvoiceStore, count: int
 ) -> None:
