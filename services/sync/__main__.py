@@ -37,7 +37,8 @@ async def serve(host: str, port: int, role: str) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
         if worker is not None:
-            # Offsets are committed per command, so stopping between commands loses nothing.
+            # The worker lets running commands finish (bounded) and commits only what is done;
+            # anything else is redelivered, so stopping loses nothing.
             await worker
 
 

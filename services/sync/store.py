@@ -343,6 +343,7 @@ class CommandStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     NEEDS_REAUTH = "needs_reauth"
+    THROTTLED = "throttled"  # QBO throttles the realm: the command runs again at `resumes_at`
 
 
 class CommandLog:
@@ -383,6 +384,20 @@ class CommandLog:
         if result is not None:
             update["result"] = result
         await self._commands.update_one({"_id": command_id}, {"$set": update}, upsert=True)
+
+    async def throttled(self, command_id: str, resumes_at: datetime, reason: str) -> None:
+        """Deferred, not failed: the realm is paused until `resumes_at`, then it runs again."""
+        await self._commands.update_one(
+            {"_id": command_id},
+            {
+                "$set": {
+                    "status": CommandStatus.THROTTLED.value,
+                    "resumes_at": resumes_at,
+                    "reason": reason,
+                }
+            },
+            upsert=True,
+        )
 
     async def get(self, command_id: str) -> Document | None:
         return await self._commands.find_one({"_id": command_id})
