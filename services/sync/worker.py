@@ -180,15 +180,7 @@ class CommandWorker:
         ]
         try:
             while not stop.is_set():
-                batches = await self._consumer.getmany(
-                    timeout_ms=self._options.poll_timeout_ms,
-                    max_records=self._options.max_poll_records,
-                )
-                for tp, records in batches.items():
-                    for record in records:
-                        self.accept(tp, record)
-                self.apply_backpressure()
-                await self.commit()
+                await self.poll_once()
         finally:
             for task in background:
                 task.cancel()
@@ -198,6 +190,22 @@ class CommandWorker:
             # Running commands may finish (and be committed); the rest is redelivered.
             await self._scheduler.close(self._options.shutdown_grace_s)
             await self.commit()
+
+    async def poll_once(self) -> int:
+        """One turn of the loop: poll, hand the records to the scheduler, pause partitions that
+        hold too much, commit what is done. Returns the number of records polled."""
+        batches = await self._consumer.getmany(
+            timeout_ms=self._options.poll_timeout_ms,
+            max_records=self._options.max_poll_records,
+        )
+        polled = 0
+        for tp, records in batches.items():
+            for record in records:
+                self.accept(tp, record)
+                polled += 1
+        self.apply_backpressure()
+        await self.commit()
+        return polled
 
     def accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
         """Make a polled record a job in its realm's lane."""
