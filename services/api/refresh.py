@@ -26,7 +26,7 @@ from services.common.mongo import Document
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _KEY_NAMESPACE = uuid.UUID("0b7d1c9e-5f57-4c43-9a53-3c1f5b0f2a61")
 # A command the sync worker has picked up was certainly published.
-_SEEN_BY_WORKER = frozenset({"running", "succeeded", "needs_reauth"})
+_SEEN_BY_WORKER = frozenset({"running", "throttled", "succeeded", "needs_reauth"})
 PUBLISH_TIMEOUT_S = 10.0
 
 
