@@ -22,6 +22,9 @@ class BenchOptions:
     load_seconds: float = 10.0
     load_connections: int = 32
     probe_changes: int = 3  # figure 4b: webhook -> stored, with figure 1's invoices stored
+    companies: int = 50  # figure 6: companies refreshed at once (0 skips the figure)
+    company_invoices: int = 2000
+    company_webhook_changes: int = 50  # figure 6: webhook -> visible for one more company
     out: Path = DEFAULT_OUT
     keep: bool = False  # keep the run's topics and database for inspection
 
@@ -42,11 +45,16 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
     p.add_argument("--webhook-changes", type=int, default=d.webhook_changes)
     p.add_argument("--load-seconds", type=float, default=d.load_seconds)
     p.add_argument("--load-connections", type=int, default=d.load_connections)
+    p.add_argument("--companies", type=int, default=d.companies)
+    p.add_argument("--company-invoices", type=int, default=d.company_invoices)
+    p.add_argument("--company-webhook-changes", type=int, default=d.company_webhook_changes)
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)
     if a.invoices < 1 or a.small_invoices < 1 or a.webhook_changes < 1 or a.probe_changes < 0:
         p.error("sizes must be positive")
+    if a.companies < 0 or a.company_invoices < 1 or a.company_webhook_changes < 0:
+        p.error("figure 6 sizes must not be negative")
     if not 1 <= a.load_connections <= 256 or not 0 < a.load_seconds <= 120:
         p.error("load: 1-256 connections for at most 120 s")
     return BenchOptions(
@@ -54,6 +62,9 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
         baseline_invoices=a.baseline_invoices,
         baseline_seconds=a.baseline_seconds,
         probe_changes=a.probe_changes,
+        companies=a.companies,
+        company_invoices=a.company_invoices,
+        company_webhook_changes=a.company_webhook_changes,
         small_invoices=a.small_invoices,
         webhook_changes=a.webhook_changes,
         load_seconds=a.load_seconds,

@@ -43,6 +43,7 @@ from bench.http_load import bare_server, run_loadgen
 from bench.loadgen import LoadResult
 from bench.options import BenchOptions
 from bench.procs import ROOT, Child
+from bench.realms import MultiCompany, multi_company
 from bench.report import Report
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.stats import percentile, ratio
@@ -71,6 +72,7 @@ class Figures:
     ours_same_count_s: float = 0.0
     raw: baselines.Throughput | None = None
     probe: list[float] | None = None
+    realms: MultiCompany | None = None
 
 
 async def run_bench(options: BenchOptions, base: Settings) -> Report:
@@ -125,6 +127,16 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
         if not options.keep:
             await remove_run_data(settings)
         await mongo.close()
+    if options.companies:
+        # Its own stacks: the latency model is on and Intuit's limits apply there.
+        figures.realms = await multi_company(
+            base,
+            options.companies,
+            options.company_invoices,
+            options.company_webhook_changes,
+            (base.worker_concurrency, 1),
+            options.keep,
+        )
     report = build_report(figures, options, run_id)
     report.details.update(details)
     return report
@@ -221,9 +233,40 @@ def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
         report.add(s, "bare Starlette p99", bare.p99_ms, "ms")
         report.add(s, "ratio api / bare", ratio(api.requests_per_s, bare.requests_per_s))
         report.details["load"] = {"api": vars(api), "bare": vars(bare)}
+    if f.realms is not None:
+        _realms_figure(report, f.realms)
     if ours is not None:
         report.details["full_sync_result"] = ours.result
     return report
+
+
+def _realms_figure(report: Report, m: MultiCompany) -> None:
+    s = (
+        f"6. {m.companies} companies x {m.invoices_each:,} invoices refreshed at once "
+        "(Intuit's limits and latency model on)"
+    )
+    report.add(s, "physical limit (slowest company's pages in a row)", m.physical_s, "s")
+    concurrent, *others = m.rounds
+    report.add(
+        s,
+        f"all stored + events acked, concurrency {concurrent.concurrency}",
+        concurrent.seconds,
+        "s",
+    )
+    report.add(s, "ratio to the physical limit", ratio(concurrent.seconds, m.physical_s), "x")
+    report.add(s, "invoices stored", concurrent.stored)
+    for other in others:
+        report.add(s, f"same work, concurrency {other.concurrency}", other.seconds, "s")
+        report.add(s, "speed-up over it", ratio(other.seconds, concurrent.seconds), "x")
+    if concurrent.webhook:
+        w = concurrent.webhook
+        report.add(
+            s,
+            f"webhook -> visible, one more company ({len(w)} changes) p50",
+            percentile(w, 50) * 1000,
+            "ms",
+        )
+        report.add(s, "webhook -> visible p99", percentile(w, 99) * 1000, "ms")
 
 
 async def _seed(admin: EmulatorAdmin, options: BenchOptions) -> tuple[str, str]:

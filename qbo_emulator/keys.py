@@ -9,4 +9,4 @@ from qbo_emulator.state import EmulatorState
 STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("qbo_emulator_state", EmulatorState)
 
 # On a request: how many entities its answer carries (the latency model's per-row cost).
-ROWS_KEY = "qbo_emulator.rows"
+ROWS_KEY: web.RequestKey[int] = web.RequestKey("qbo_emulator_rows", int)

@@ -71,7 +71,7 @@ async def intuit_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def _latency(request: web.Request, state: EmulatorState) -> None:
-    delay = state.latency_s(int(request.get(ROWS_KEY, 0)))
+    delay = state.latency_s(request.get(ROWS_KEY, 0))
     if delay > 0:
         await asyncio.sleep(delay)
 

@@ -45,6 +45,9 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
         probe_changes=1,
         load_seconds=1.0,
         load_connections=2,
+        companies=3,
+        company_invoices=1100,
+        company_webhook_changes=2,
         out=tmp_path / "results.json",
     )
 
@@ -59,6 +62,9 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
     assert figures[("1.", "invoices stored in MongoDB")] == 1500
     assert figures[("1.", "InvoiceUpdated events on the topic")] == 1500
     assert figures[("5.", "api errors")] == 0
+    assert figures[("6.", "invoices stored")] == 3 * 1100
+    assert ("6.", "same work, concurrency 1") in figures
+    assert ("6.", "webhook -> visible p99") in figures
     written = json.loads(options.out.read_text())
     assert len(written["rows"]) == len(report.rows)
     assert written["details"]["full_sync_result"] == {
