@@ -145,6 +145,9 @@ class CommandWorker:
             failure_backoff_s=options.failure_backoff_s,
         )
         self._commit_lock = asyncio.Lock()
+        # Partitions being handed over: records of them that still arrive are left to the next
+        # owner (not taken, so never committed here).
+        self._revoking: set[TopicPartition] = set()
         self._throttled_since: dict[str, float] = {}  # command id -> first deferral
         self.processed = 0
         self.dead_lettered = 0
@@ -209,7 +212,7 @@ class CommandWorker:
 
     def accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
         """Make a polled record a job in its realm's lane."""
-        if not self._offsets.received(tp, record.offset):
+        if tp in self._revoking or not self._offsets.received(tp, record.offset):
             return  # already in flight here
         self._scheduler.submit(
             Job(
@@ -263,10 +266,14 @@ class CommandWorker:
         mine = {tp for tp in revoked if tp.topic == self._options.commands_topic}
         if not mine:
             return
-        await self._scheduler.revoke(mine, self._options.rebalance_grace_s)
-        await self.commit(mine)
-        for tp in mine:
-            self._offsets.forget(tp)
+        self._revoking |= mine
+        try:
+            await self._scheduler.revoke(mine, self._options.rebalance_grace_s)
+            await self.commit(mine)
+        finally:
+            for tp in mine:
+                self._offsets.forget(tp)
+            self._revoking -= mine
         log.info("worker.partitions_revoked", partitions=sorted(tp.partition for tp in mine))
 
     async def _every(

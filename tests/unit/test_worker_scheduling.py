@@ -385,3 +385,19 @@ async def test_cdc_polls_run_in_their_realms_lane_and_do_not_pile_up() -> None:
     await settle()
     await w.worker.release(running)
     assert w.worker.polled == ["1002", "1002", "1001"]
+
+
+async def test_records_polled_while_a_partition_is_handed_over_are_left_to_the_next_owner() -> None:
+    w = World(rebalance_grace_s=30)
+    running, _ = w.command(P0, "1001", hold=True)
+    await w.poll()
+    revoking = asyncio.create_task(w.consumer.revoke({P0}))
+    await settle()
+    late, _ = w.command(P0, "1002")
+    await w.worker.poll_once()  # the broker still hands out P0 during the grace
+    await settle()
+    assert late not in w.worker.started
+    await w.worker.release(running)
+    await revoking
+    assert w.consumer.committed[P0] == 1  # only what was taken and done
+    assert w.worker.offsets.position(P0) is None
