@@ -20,13 +20,13 @@ Each round has a stack, topics and database of its own.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
+from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.api_client import ApiClient
 from bench.connect import connect_realms, map_customer
@@ -34,9 +34,9 @@ from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import publish
 from bench.procs import ROOT
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
-from bench.webhook_latency import webhook_latencies
+from bench.webhook_latency import webhook_latencies, write_latencies
 from services.common.messages import RefreshInvoices
-from services.common.mongo import make_client
+from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -53,8 +53,9 @@ IDLE = "realms-idle"
 class Round:
     concurrency: int
     seconds: float = 0.0
-    stored: int = 0
-    webhook: list[float] = field(default_factory=list)
+    invoices: int = 0
+    webhook: list[float] = field(default_factory=list)  # change -> visible in the api
+    stored: list[float] = field(default_factory=list)  # change -> stored, event acked
 
 
 @dataclass
@@ -67,12 +68,32 @@ class MultiCompany:
 
 def physical_limit_s(invoices_each: int) -> float:
     """One company's pages one after the other, at the latency model's mean."""
-    pages = max(1, math.ceil(invoices_each / PAGE))
     full, rest = divmod(invoices_each, PAGE)
-    rows = [PAGE] * full + ([rest] if rest or not full else [])
-    if len(rows) < pages + (1 if invoices_each % PAGE == 0 else 0):
-        rows.append(0)  # the empty last page that tells the client it is done
+    # The last request answers fewer than a page (none at all after a full one): that is how
+    # the client knows it is done.
+    rows = [PAGE] * full + [rest]
     return sum(LATENCY_BASE_MS / 1000 + r * LATENCY_PER_ROW_US / 1e6 for r in rows)
+
+
+async def _probe(
+    admin: EmulatorAdmin,
+    api: ApiClient,
+    db: AsyncDatabase[Document],
+    sync_url: str,
+    idle_ids: list[str],
+    changes: int,
+    into: Round,
+) -> None:
+    """Changes of the idle company, one at a time, while the others sync: first until the
+    worker stored them (the worker's share), then until the api shows them (the whole path,
+    the api's projector included)."""
+    into.webhook = await webhook_latencies(
+        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, 1, within_s=600
+    )
+    into.stored = await write_latencies(admin, db, IDLE_REALM, idle_ids, changes, within_s=600)
+    into.webhook += await webhook_latencies(
+        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, changes, within_s=600
+    )
 
 
 def realm_of(n: int) -> str:
@@ -163,9 +184,7 @@ async def _round(
             ids = [c.command_id for c in commands]
             probe = (
                 asyncio.create_task(
-                    webhook_latencies(
-                        admin, api, stack.sync_url, IDLE_REALM, IDLE, idle_ids, webhook_changes
-                    )
+                    _probe(admin, api, db, stack.sync_url, idle_ids, webhook_changes, result)
                 )
                 if webhook_changes
                 else None
@@ -179,11 +198,11 @@ async def _round(
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
             if probe is not None:
-                result.webhook = await probe
+                await probe
             failed = await db["commands"].count_documents({"_id": {"$in": ids}, "status": "failed"})
             if failed:
                 raise RuntimeError(f"{failed} refreshes failed")
-            result.stored = await db["invoices"].count_documents({"realm_id": {"$in": realms}})
+            result.invoices = await db["invoices"].count_documents({"realm_id": {"$in": realms}})
     except BaseException:
         print(stack.logs_tail())
         raise

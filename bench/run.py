@@ -254,10 +254,19 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
         "s",
     )
     report.add(s, "ratio to the physical limit", ratio(concurrent.seconds, m.physical_s), "x")
-    report.add(s, "invoices stored", concurrent.stored)
+    report.add(s, "invoices stored", concurrent.invoices)
     for other in others:
         report.add(s, f"same work, concurrency {other.concurrency}", other.seconds, "s")
         report.add(s, "speed-up over it", ratio(other.seconds, concurrent.seconds), "x")
+    if concurrent.stored:
+        w = concurrent.stored
+        report.add(
+            s,
+            f"webhook -> stored + event acked, one more company ({len(w)} changes) p50",
+            percentile(w, 50) * 1000,
+            "ms",
+        )
+        report.add(s, "webhook -> stored p99", percentile(w, 99) * 1000, "ms")
     if concurrent.webhook:
         w = concurrent.webhook
         report.add(
