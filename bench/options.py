@@ -25,6 +25,9 @@ class BenchOptions:
     # Figure 7: a separate refresh of this many invoices, profiled (0: no profiles). Separate,
     # so the profiler's own cost never shows in the CPU figures.
     profile_invoices: int = 2000
+    companies: int = 50  # figure 8: companies refreshed at once (0 skips the figure)
+    company_invoices: int = 2000
+    company_webhook_changes: int = 50  # figure 8: webhook -> visible for one more company
     out: Path = DEFAULT_OUT
     keep: bool = False  # keep the run's topics and database for inspection
 
@@ -46,6 +49,9 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
     p.add_argument("--webhook-changes", type=int, default=d.webhook_changes)
     p.add_argument("--load-seconds", type=float, default=d.load_seconds)
     p.add_argument("--load-connections", type=int, default=d.load_connections)
+    p.add_argument("--companies", type=int, default=d.companies)
+    p.add_argument("--company-invoices", type=int, default=d.company_invoices)
+    p.add_argument("--company-webhook-changes", type=int, default=d.company_webhook_changes)
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)
@@ -53,6 +59,8 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
         p.error("sizes must be positive")
     if a.probe_changes < 0 or a.profile_invoices < 0:
         p.error("--probe-changes and --profile-invoices must not be negative")
+    if a.companies < 0 or a.company_invoices < 1 or a.company_webhook_changes < 0:
+        p.error("figure 8 sizes must not be negative")
     if not 1 <= a.load_connections <= 256 or not 0 < a.load_seconds <= 120:
         p.error("load: 1-256 connections for at most 120 s")
     return BenchOptions(
@@ -61,6 +69,9 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
         baseline_seconds=a.baseline_seconds,
         probe_changes=a.probe_changes,
         profile_invoices=a.profile_invoices,
+        companies=a.companies,
+        company_invoices=a.company_invoices,
+        company_webhook_changes=a.company_webhook_changes,
         small_invoices=a.small_invoices,
         webhook_changes=a.webhook_changes,
         load_seconds=a.load_seconds,

@@ -54,6 +54,7 @@ from bench.kafka_counts import group_lag
 from bench.loadgen import LoadResult
 from bench.options import BenchOptions
 from bench.procs import ROOT, Child
+from bench.realms import MultiCompany, multi_company
 from bench.report import Report
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.stats import percentile, ratio
@@ -95,6 +96,7 @@ class Figures:
     catch_up_s: float = 0.0
     profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # 7.
     profile_sync: FullSync | None = None
+    realms: MultiCompany | None = None
 
 
 async def run_bench(options: BenchOptions, base: Settings) -> Report:
@@ -182,6 +184,16 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
         if not options.keep:
             await remove_run_data(settings)
         await mongo.close()
+    if options.companies:
+        # Its own stacks: the latency model is on and Intuit's limits apply there.
+        figures.realms = await multi_company(
+            base,
+            options.companies,
+            options.company_invoices,
+            options.company_webhook_changes,
+            (base.worker_concurrency, 1),
+            options.keep,
+        )
     report = build_report(figures, options, run_id)
     report.details.update(details)
     return report
@@ -430,9 +442,49 @@ def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
         for name, top in f.profiles.items():
             for function, share in top:
                 report.add(s, f"{name}: {function}", share * 100, "%")
+    if f.realms is not None:
+        _realms_figure(report, f.realms)
     if ours is not None:
         report.details["full_sync_result"] = ours.result
     return report
+
+
+def _realms_figure(report: Report, m: MultiCompany) -> None:
+    s = (
+        f"8. {m.companies} companies x {m.invoices_each:,} invoices refreshed at once "
+        "(Intuit's limits and latency model on)"
+    )
+    report.add(s, "physical limit (slowest company's pages in a row)", m.physical_s, "s")
+    concurrent, *others = m.rounds
+    report.add(
+        s,
+        f"all stored + events acked, concurrency {concurrent.concurrency}",
+        concurrent.seconds,
+        "s",
+    )
+    report.add(s, "ratio to the physical limit", ratio(concurrent.seconds, m.physical_s), "x")
+    report.add(s, "invoices stored", concurrent.invoices)
+    for other in others:
+        report.add(s, f"same work, concurrency {other.concurrency}", other.seconds, "s")
+        report.add(s, "speed-up over it", ratio(other.seconds, concurrent.seconds), "x")
+    if concurrent.stored:
+        w = concurrent.stored
+        report.add(
+            s,
+            f"webhook -> stored + event acked, one more company ({len(w)} changes) p50",
+            percentile(w, 50) * 1000,
+            "ms",
+        )
+        report.add(s, "webhook -> stored p99", percentile(w, 99) * 1000, "ms")
+    if concurrent.webhook:
+        w = concurrent.webhook
+        report.add(
+            s,
+            f"webhook -> visible, one more company ({len(w)} changes) p50",
+            percentile(w, 50) * 1000,
+            "ms",
+        )
+        report.add(s, "webhook -> visible p99", percentile(w, 99) * 1000, "ms")
 
 
 async def _seed(admin: EmulatorAdmin, options: BenchOptions) -> tuple[str, str, str]:

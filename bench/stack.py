@@ -73,6 +73,7 @@ def service_env(settings: Settings, emulator_url: str, sync_url: str) -> dict[st
             "CDC_OVERLAP_S": str(settings.cdc_overlap_s),
             "OUTBOX_SWEEP_INTERVAL_S": str(settings.outbox_sweep_interval_s),
             "COMMAND_MAX_ATTEMPTS": str(settings.command_max_attempts),
+            "WORKER_CONCURRENCY": str(settings.worker_concurrency),
             "MONGODB_COMMAND_COUNTS": str(settings.mongodb_command_counts).lower(),
             # Local mode on loopback: the published development secrets and tokens.
             "ENVIRONMENT": "local",

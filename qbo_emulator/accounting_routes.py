@@ -19,7 +19,7 @@ from aiohttp import web
 from qbo_emulator import intuit_errors
 from qbo_emulator.books import CUSTOMER, ENTITY_TYPES, INVOICE, PAYMENT, NotFoundError
 from qbo_emulator.intuit_errors import json_response
-from qbo_emulator.keys import STATE_KEY
+from qbo_emulator.keys import ROWS_KEY, STATE_KEY
 from qbo_emulator.query import QueryParseError, QueryValidationError, parse_query
 from qbo_emulator.query_exec import execute
 from qbo_emulator.state import EmulatorState
@@ -108,6 +108,7 @@ async def query(request: web.Request) -> web.Response:
         return json_response(intuit_errors.query_parse_fault(exc.detail, now), status=400)
     except QueryValidationError as exc:
         return json_response(intuit_errors.query_validation_fault(exc.detail, now), status=400)
+    request[ROWS_KEY] = sum(len(v) for v in result.values() if isinstance(v, list))
     return json_response(_envelope(state, {"QueryResponse": result}))
 
 
@@ -206,6 +207,7 @@ async def cdc(request: web.Request) -> web.Response:
     # no changes is an empty object. Intuit's CDC pages carry startPosition and
     # maxResults but no totalCount (python-quickbooks tests/unit/test_cdc.py).
     responses: list[dict[str, Any]] = []
+    request[ROWS_KEY] = sum(len(rows) for rows in changes.values())
     for entity in entities:
         rows = changes.get(entity)
         if rows:

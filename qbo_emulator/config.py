@@ -2,7 +2,7 @@
 
 Defaults mirror Intuit's published numbers (1 h access tokens, 100-day rolling
 refresh tokens, the 5-year refresh-token hard cap introduced in 2025, 10
-concurrent / 500 per-minute requests per realm) so a client tuned against the
+concurrent / 10 per-second / 500 per-minute requests per realm) so a client tuned against the
 emulator behaves the same against production.
 """
 
@@ -40,6 +40,13 @@ class EmulatorConfig:
     refresh_token_max_lifetime_s: int = DEFAULT_REFRESH_TOKEN_MAX_LIFETIME_S
     throttle_concurrency: int = 10
     throttle_per_minute: int = 500
+    throttle_per_second: int = 10
+    # Latency model of an accounting request, off by default (tests): a base per request plus
+    # a cost per entity in the answer, each varied by up to +/- jitter percent. Intuit answers
+    # a 1,000-invoice page in hundreds of milliseconds; the multi-company benchmark turns it on.
+    latency_base_ms: int = 0
+    latency_per_row_us: int = 0
+    latency_jitter_pct: int = 0
     default_realm_id: str = "9130350000000001"
     rotate_refresh_tokens: bool = True
     #: Shape of 401/403 bodies: ``json``, ``json_lowercase`` or ``xml`` (see intuit_errors).

@@ -7,3 +7,6 @@ from aiohttp import web
 from qbo_emulator.state import EmulatorState
 
 STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("qbo_emulator_state", EmulatorState)
+
+# On a request: how many entities its answer carries (the latency model's per-row cost).
+ROWS_KEY: web.RequestKey[int] = web.RequestKey("qbo_emulator_rows", int)

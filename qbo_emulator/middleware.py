@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 
 from qbo_emulator import intuit_errors
 from qbo_emulator.faults import FaultRule
-from qbo_emulator.keys import STATE_KEY
+from qbo_emulator.keys import ROWS_KEY, STATE_KEY
 from qbo_emulator.state import EmulatorState
 
 ADMIN_PREFIX = "/_emulator"
@@ -48,13 +48,15 @@ async def intuit_middleware(request: web.Request, handler: Handler) -> web.Strea
             decision = state.throttle.try_acquire(realm_id)
             if not decision.allowed:
                 state.stats.record_throttled(realm_id)
-                response: web.StreamResponse = intuit_errors.throttle_response(
-                    state.clock(), decision.retry_after
-                )
+                # Intuit sends no Retry-After with a throttling 429.
+                response: web.StreamResponse = intuit_errors.throttle_response(state.clock(), None)
                 response.headers[TID_HEADER] = tid
                 return response
         try:
             response = await _handle(request, handler, state, realm_id)
+            if throttled:
+                # Inside the throttle slot: a slow answer holds a concurrency slot, as at Intuit.
+                await _latency(request, state)
         finally:
             if throttled:
                 assert realm_id is not None
@@ -64,6 +66,12 @@ async def intuit_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     response.headers[TID_HEADER] = tid
     return response
+
+
+async def _latency(request: web.Request, state: EmulatorState) -> None:
+    delay = state.latency_s(request.get(ROWS_KEY, 0))
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 async def _handle(

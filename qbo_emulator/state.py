@@ -9,6 +9,7 @@ synchronous and must be called from the event-loop thread that serves the app
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -43,8 +44,12 @@ class EmulatorState:
         self.tokens = TokenStore(self.config, self._now)
         self.faults = FaultInjector(seed)
         self.throttle = Throttle(
-            self.config.throttle_concurrency, self.config.throttle_per_minute, self._now
+            self.config.throttle_concurrency,
+            self.config.throttle_per_minute,
+            self._now,
+            per_second=self.config.throttle_per_second,
         )
+        self._latency_rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
         self.webhooks = WebhookDispatcher(
             lambda: self.config.webhook_verifier_token,
             lambda: self.config.client_id,
@@ -63,8 +68,18 @@ class EmulatorState:
         self.tokens.clients[config.client_id] = config.client_secret
         self.throttle.concurrency = config.throttle_concurrency
         self.throttle.per_minute = config.throttle_per_minute
+        self.throttle.per_second = config.throttle_per_second
         if config.webhook_url is not None:
             self.webhooks.settings.url = config.webhook_url
+
+    def latency_s(self, rows: int) -> float:
+        """How long an accounting answer of `rows` entities takes (0 with the model off)."""
+        c = self.config
+        delay = c.latency_base_ms / 1000 + rows * c.latency_per_row_us / 1_000_000
+        if delay > 0 and c.latency_jitter_pct > 0:
+            spread = c.latency_jitter_pct / 100
+            delay *= 1 + self._latency_rng.uniform(-spread, spread)
+        return max(delay, 0.0)
 
     # ----------------------------------------------------------------- realms
     def realm(self, realm_id: str) -> RealmBooks:

@@ -109,6 +109,11 @@ class Actions:
             self.commands.append(await self.refresh(customer))
             self.note(f"refresh {customer.local_id}")
             return
+        if operation == "refresh_companies":
+            picks = self._same_place_in_every_realm(customer)
+            self.commands.extend(await asyncio.gather(*(self.refresh(c) for c in picks)))
+            self.note(f"refresh at once {', '.join(c.local_id for c in picks)}")
+            return
         invoice_id = self.ledger.pick(self.rng, customer)
         self.note(f"{operation} {customer.local_id} invoice {invoice_id}")
         if operation == "create" or invoice_id is None:
@@ -122,6 +127,13 @@ class Actions:
             await self.admin.delete_invoice(customer.realm_id, invoice_id)
             self.ledger.removed(customer, invoice_id)
         self.last_change = time.time()
+
+    def _same_place_in_every_realm(self, customer: Customer) -> list[Customer]:
+        by_realm: dict[str, list[Customer]] = {}
+        for c in self.ledger.customers:
+            by_realm.setdefault(c.realm_id, []).append(c)
+        place = by_realm[customer.realm_id].index(customer)
+        return [cs[place % len(cs)] for cs in by_realm.values()]
 
     async def refresh(self, customer: Customer, within_s: float = 120.0) -> str:
         """POST refreshInvoices until the api accepts it (same Idempotency-Key every try)."""

@@ -30,9 +30,9 @@ def default_faults() -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class ChaosOptions:
     seed: int
-    realms: int = 2
-    customers_per_realm: int = 5
-    # 2,000 invoices in all: a run takes about 1.5 minutes, well inside the 10-minute budget
+    realms: int = 4
+    customers_per_realm: int = 3
+    # 2,400 invoices in all: a run takes about 1.5 minutes, well inside the 10-minute budget
     # (the projector writes a batch's new invoices with one insert_many).
     invoices_per_customer: int = 200
     operations: int = 50  # refresh commands and QuickBooks changes, in a seeded random mix

@@ -1,10 +1,10 @@
 """The seeded script of a chaos run: which operation comes next, and which fault with it.
 
 Pure code: the same seed gives the same plan. Operations are what users and QuickBooks do
-(refresh a customer, change, void, delete or create an invoice); chaos events are what the
-platform does (kill a process, restart the broker or the database, expire tokens) or what
-outsiders send (poison records on the topics, amounts with odd precision or beyond range),
-each attached to the operation before which it fires.
+(refresh a customer or one customer of every company at once, change, void, delete or create an
+invoice); chaos events are what the platform does (kill a process, restart the broker or the
+database, expire tokens) or what outsiders send (poison records on the topics, amounts with odd
+precision or beyond range), each attached to the operation before which it fires.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-OPERATIONS = ("refresh", "update", "void", "delete", "create")
-WEIGHTS = (36, 28, 10, 10, 16)
+# "refresh_companies" refreshes one customer of every company at once: the worker runs the
+# companies concurrently, so kills and restarts land amid several realms' work.
+OPERATIONS = ("refresh", "refresh_companies", "update", "void", "delete", "create")
+WEIGHTS = (28, 8, 28, 10, 10, 16)
 
 
 @dataclass(frozen=True)

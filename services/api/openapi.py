@@ -14,7 +14,7 @@ from services.api.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, SORTS, ST
 LOCAL_CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 COMMAND_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
-COMMAND_STATUSES = ["queued", "running", "succeeded", "failed", "needs_reauth"]
+COMMAND_STATUSES = ["queued", "running", "throttled", "succeeded", "failed", "needs_reauth"]
 CONNECTION_STATUSES = ["active", "needs_reauth", "disconnected"]
 INVOICE_STATUSES = ["open", "paid", "voided", "deleted"]
 
@@ -240,6 +240,8 @@ OPENAPI: dict[str, Any] = {
                     "finished_at": _nullable(_TIMESTAMP),
                     "attempts": {"type": "integer", "minimum": 0},
                     "result": _nullable(_ref("CommandResult")),
+                    # Only while `throttled`: when the command runs again.
+                    "resumes_at": _nullable(_TIMESTAMP),
                 },
                 "additionalProperties": False,
             },

@@ -137,7 +137,7 @@ def render_customer(
 def render_command(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A command status record; only the documented fields leave the api."""
     result = doc.get("result")
-    return {
+    rendered = {
         "command_id": doc["_id"],
         "type": doc.get("type") or "unknown",
         "realm_id": doc.get("realm_id") or "",
@@ -156,6 +156,10 @@ def render_command(doc: Mapping[str, Any]) -> dict[str, Any]:
             else None
         ),
     }
+    if rendered["status"] == "throttled":
+        # The realm is paused at QBO's request; the command runs again at this time.
+        rendered["resumes_at"] = iso_timestamp(doc.get("resumes_at"))
+    return rendered
 
 
 async def _refresh_body(request: Request) -> dict[str, Any]:

@@ -53,6 +53,20 @@ class Settings(BaseSettings):
     cdc_overlap_s: float = Field(default=60.0, ge=0)
     command_max_attempts: int = Field(default=3, ge=1)
     outbox_sweep_interval_s: float = Field(default=30.0, gt=0)
+    # Realms a worker serves at once (commands, CDC polls, sweeps; one realm's run in order).
+    # 1 gives the old one-command-at-a-time worker. Records of one partition received and not
+    # yet done, past which the worker stops reading that partition until they drain.
+    worker_concurrency: int = Field(default=64, ge=1)
+    worker_max_in_flight_per_partition: int = Field(default=1000, ge=1)
+    # Intuit asks clients to wait 60 s after a 429: a realm still throttled after the client's
+    # retries is paused that long, its commands deferred (status `throttled`), and a command
+    # throttled for longer than the give-up time is dead-lettered.
+    qbo_throttle_pause_s: float = Field(default=60.0, gt=0)
+    qbo_throttle_give_up_s: float = Field(default=3600.0, gt=0)
+    # How long a rebalance waits for the running commands of partitions it takes away; after
+    # it they are abandoned uncommitted (the next owner redelivers them). Keep it well below
+    # Kafka's max.poll.interval.ms (5 minutes), which bounds the whole rebalance.
+    worker_rebalance_grace_s: float = Field(default=30.0, gt=0)
 
     # Secrets of our own. Left empty, they fall back to published development values, which
     # only `environment` "local" accepts, and only on a loopback address

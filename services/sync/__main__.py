@@ -51,7 +51,8 @@ async def supervise(
     if web is not None:
         await web
     if worker is not None and worker not in done:
-        # Offsets are committed per command, so stopping between commands loses nothing.
+        # The worker lets running commands finish (bounded) and commits only what is done;
+        # anything else is redelivered, so stopping loses nothing.
         try:
             await worker
         except Exception:

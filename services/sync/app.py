@@ -198,25 +198,31 @@ class SyncService:
         consumer = make_consumer(
             s.kafka_bootstrap_servers,
             s.sync_consumer_group,
-            s.commands_topic,
             client_id="qbo-sync-worker",
-            max_poll_records=50,
+            max_poll_records=500,
         )
+        worker = CommandWorker(
+            consumer,
+            self.producer,
+            self.deps,
+            self.commands,
+            WorkerOptions(
+                commands_topic=s.commands_topic,
+                dead_letter_topic=s.dead_letter_topic,
+                max_attempts=s.command_max_attempts,
+                cdc_poll_interval_s=s.cdc_poll_interval_s,
+                outbox_sweep_interval_s=s.outbox_sweep_interval_s,
+                concurrency=s.worker_concurrency,
+                max_in_flight_per_partition=s.worker_max_in_flight_per_partition,
+                throttle_pause_s=s.qbo_throttle_pause_s,
+                throttle_give_up_s=s.qbo_throttle_give_up_s,
+                rebalance_grace_s=s.worker_rebalance_grace_s,
+            ),
+        )
+        # Subscribed with the worker's rebalance listener, so revoked partitions are drained.
+        worker.subscribe()
         await consumer.start()
         try:
-            worker = CommandWorker(
-                consumer,
-                self.producer,
-                self.deps,
-                self.commands,
-                WorkerOptions(
-                    commands_topic=s.commands_topic,
-                    dead_letter_topic=s.dead_letter_topic,
-                    max_attempts=s.command_max_attempts,
-                    cdc_poll_interval_s=s.cdc_poll_interval_s,
-                    outbox_sweep_interval_s=s.outbox_sweep_interval_s,
-                ),
-            )
             # Events a crashed predecessor owed. Only stale entries: a fresh one may belong to a
             # live worker between its write and its produce, and closing it here would lose its
             # events if that worker then died. A redelivered command flushes its own entries.

@@ -362,6 +362,7 @@ class CommandStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     NEEDS_REAUTH = "needs_reauth"
+    THROTTLED = "throttled"  # QBO throttles the realm: the command runs again at `resumes_at`
 
 
 FINISHED = [
@@ -455,6 +456,24 @@ class CommandLog:
         except DuplicateKeyError:
             return False
         return True
+
+    async def throttled(self, command_id: str, resumes_at: datetime, reason: str) -> None:
+        """Deferred, not failed: the realm is paused until `resumes_at`, then it runs again.
+        Like every status write, it never moves a finished command back."""
+        try:
+            await self._commands.update_one(
+                {"_id": command_id, **_UNFINISHED},
+                {
+                    "$set": {
+                        "status": CommandStatus.THROTTLED.value,
+                        "resumes_at": resumes_at,
+                        "reason": reason,
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # finished meanwhile (another worker after a partition move): it stays so
 
     async def get(self, command_id: str) -> Document | None:
         return await self._commands.find_one({"_id": command_id})

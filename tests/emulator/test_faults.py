@@ -172,6 +172,7 @@ async def test_faults_can_target_the_token_endpoint(
 async def test_seeded_probability_is_reproducible(
     emu: RunningEmulator, session: aiohttp.ClientSession, token: str
 ) -> None:
+    emu.state.throttle.per_second = 1000  # 40 quick requests: this test is about faults
     runs: list[list[int]] = []
     for _ in range(2):
         await set_faults(

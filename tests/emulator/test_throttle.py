@@ -1,12 +1,17 @@
-"""Per-realm throttling: 10 in flight, 500 per rolling minute, 429 in XML."""
+"""Per-realm throttling: 10 in flight, 10 a second, 500 per rolling minute; 429 in XML without
+Retry-After (Intuit asks for 60 s of waiting instead)."""
 
 from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import aiohttp
+import pytest
 
+from qbo_emulator.config import EmulatorConfig
+from qbo_emulator.state import EmulatorState
 from qbo_emulator.testing import RunningEmulator
 
 from .helpers import MINOR, OTHER_REALM, REALM, bearer
@@ -23,6 +28,10 @@ async def get_status(
         headers=bearer(token),
     ) as response:
         return response.status, await response.text(), dict(response.headers)
+
+
+def at(moment: float) -> Callable[[], float]:
+    return lambda: moment
 
 
 def assert_throttle_xml(text: str) -> None:
@@ -49,7 +58,7 @@ async def test_eleventh_concurrent_request_is_throttled(
     status, text, headers = await get_status(session, emu, token)
     assert status == 429
     assert headers["Content-Type"].startswith("application/xml")
-    assert headers["Retry-After"] == "1"
+    assert "Retry-After" not in headers
     assert "intuit_tid" in headers
     assert_throttle_xml(text)
     # Another realm has its own budget.
@@ -57,6 +66,8 @@ async def test_eleventh_concurrent_request_is_throttled(
     assert (await get_status(session, emu, other, OTHER_REALM))[0] == 200
     results = await asyncio.gather(*slow)
     assert [r[0] for r in results] == [200] * 10
+    later = emu.state.clock() + 1.01  # past the per-second limit the first 10 used up
+    emu.state.clock = lambda: later
     assert (await get_status(session, emu, token))[0] == 200
     assert emu.state.stats.throttled[REALM] == 1
 
@@ -66,17 +77,45 @@ async def test_501st_request_in_a_minute_is_throttled(
 ) -> None:
     state = emu.state
     start = state.clock()
-    state.clock = lambda: start
-    for _ in range(50):  # 500 requests in waves of 10 (under the concurrency cap)
+    for second in range(50):  # 500 requests, 10 a second (under the other two limits)
+        state.clock = at(start + second)
         wave = await asyncio.gather(*(get_status(session, emu, token) for _ in range(10)))
         assert all(status == 200 for status, _, _ in wave)
+    state.clock = lambda: start + 50
     status, text, headers = await get_status(session, emu, token)
     assert status == 429
     assert_throttle_xml(text)
-    assert headers["Retry-After"] == "60"
-    # The window rolls: a minute later there is room again.
+    assert "Retry-After" not in headers  # Intuit's body names no limit: only this one is over
+    # The window rolls: a minute after the first ones there is room again.
     state.clock = lambda: start + 60.5
     assert (await get_status(session, emu, token))[0] == 200
+
+
+async def test_11th_request_within_a_second_is_throttled(
+    emu: RunningEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    state = emu.state
+    start = state.clock()
+    state.clock = lambda: start
+    for _ in range(10):  # one after the other: never two in flight
+        assert (await get_status(session, emu, token))[0] == 200
+    status, text, headers = await get_status(session, emu, token)
+    assert status == 429
+    assert_throttle_xml(text)  # Intuit's body names no limit: only the per-second one is over
+    assert "Retry-After" not in headers
+    state.clock = lambda: start + 1.01
+    assert (await get_status(session, emu, token))[0] == 200
+
+
+def test_latency_model_is_a_base_plus_a_cost_per_row_with_bounded_jitter() -> None:
+    state = EmulatorState(EmulatorConfig(latency_base_ms=200, latency_per_row_us=300), seed=1)
+    assert state.latency_s(0) == pytest.approx(0.2)
+    assert state.latency_s(1000) == pytest.approx(0.5)
+    state.config.latency_jitter_pct = 20
+    delays = [state.latency_s(1000) for _ in range(200)]
+    assert all(0.4 <= d <= 0.6 for d in delays)
+    assert len(set(delays)) > 100
+    assert EmulatorState().latency_s(1000) == 0  # off by default
 
 
 async def test_limits_come_from_config(

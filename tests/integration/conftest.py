@@ -62,6 +62,7 @@ async def sync(
             "cdc_overlap_s": 5.0,
             "outbox_sweep_interval_s": 1.0,
             "command_max_attempts": 2,
+            "qbo_throttle_pause_s": 1.0,
         }
     )
     async with sync_service(wired, clock=clock) as service:

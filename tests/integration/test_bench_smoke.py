@@ -46,6 +46,9 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
         load_seconds=1.0,
         load_connections=2,
         profile_invoices=40,
+        companies=3,
+        company_invoices=1100,
+        company_webhook_changes=2,
         out=tmp_path / "results.json",
     )
 
@@ -79,6 +82,9 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
     assert {r.figure.split(":")[0] for r in profiled} == {"sync", "api"}
     for name in ("sync", "api"):
         assert "by own time" in (tmp_path / f"{name}-profile.txt").read_text()
+    assert figures[("8.", "invoices stored")] == 3 * 1100
+    assert ("8.", "same work, concurrency 1") in figures
+    assert ("8.", "webhook -> visible p99") in figures
     written = json.loads(options.out.read_text())
     assert len(written["rows"]) == len(report.rows)
     assert written["details"]["full_sync_result"] == {

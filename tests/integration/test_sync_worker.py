@@ -75,7 +75,7 @@ async def finished(sync: SyncUnderTest, command_id: str, timeout_s: float = 60) 
 
     doc = await eventually(
         status,
-        lambda d: d is not None and d["status"] not in ("queued", "running"),
+        lambda d: d is not None and d["status"] not in ("queued", "running", "throttled"),
         timeout_s=timeout_s,
     )
     assert doc is not None

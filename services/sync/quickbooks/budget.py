@@ -1,7 +1,7 @@
 """Client-side enforcement of Intuit's per-realm request limits.
 
-Intuit throttles each (app, realmId) pair at 500 requests per minute and at most
-10 requests in flight; going over either returns 429. It is cheaper to wait here
+Intuit throttles each (app, realmId) pair at 500 requests per minute, 10 requests
+per second and at most 10 requests in flight; going over any returns 429. It is cheaper to wait here
 than to burn retries on 429s, so every HTTP attempt takes a slot first. The
 budget is per process: several processes talking to the same realm must share
 the allowance between them (e.g. configure each with a fraction of the limits).
@@ -10,6 +10,7 @@ the allowance between them (e.g. configure each with a fraction of the limits).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 INTUIT_MAX_CONCURRENT = 10
 INTUIT_MAX_PER_MINUTE = 500
+INTUIT_MAX_PER_SECOND = 10
 
 
 @dataclass
@@ -28,8 +30,13 @@ class _RealmState:
     active: int = 0
 
 
+def _newest(started: deque[float], count: int) -> list[float]:
+    """The last `count` grant times, oldest first."""
+    return list(itertools.islice(reversed(started), count))[::-1]
+
+
 class RealmBudget:
-    """Caps concurrent requests and requests per rolling window, per realm.
+    """Caps concurrent requests, requests per second and per rolling window, per realm.
 
     ``slot()`` waits (it never fails) until the realm has both a free concurrency
     permit and room in the rolling window. A request counts against the window
@@ -41,15 +48,17 @@ class RealmBudget:
         max_concurrent: int = INTUIT_MAX_CONCURRENT,
         max_per_window: int = INTUIT_MAX_PER_MINUTE,
         window_s: float = 60.0,
+        max_per_second: int = INTUIT_MAX_PER_SECOND,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if max_concurrent < 1 or max_per_window < 1 or window_s <= 0:
+        if max_concurrent < 1 or max_per_window < 1 or window_s <= 0 or max_per_second < 1:
             raise ValueError("budget limits must be positive")
         self.max_concurrent = max_concurrent
         self.max_per_window = max_per_window
         self.window_s = window_s
+        self.max_per_second = max_per_second
         self._clock = clock
         self._sleep = sleep
         self._realms: dict[str, _RealmState] = {}
@@ -88,10 +97,16 @@ class RealmBudget:
             while True:
                 now = self._clock()
                 self._expire(state, now)
-                if len(state.started) < self.max_per_window:
-                    state.started.append(now)
-                    return
-                await self._sleep(max(state.started[0] + self.window_s - now, 0.0))
+                if len(state.started) >= self.max_per_window:
+                    await self._sleep(max(state.started[0] + self.window_s - now, 0.0))
+                    continue
+                recent = _newest(state.started, self.max_per_second)
+                if len(recent) >= self.max_per_second and now - recent[0] < 1.0:
+                    # At least a millisecond: a wait rounded to nothing would spin.
+                    await self._sleep(max(1.0 - (now - recent[0]), 0.001))
+                    continue
+                state.started.append(now)
+                return
 
     @asynccontextmanager
     async def slot(self, realm_id: str) -> AsyncIterator[None]:

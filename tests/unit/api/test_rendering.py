@@ -115,3 +115,19 @@ def test_command_records_are_whitelisted() -> None:
     assert rendered["finished_at"] == "2030-01-01T00:00:02Z"
     assert "idempotency_key" not in rendered
     assert "published_at" not in rendered
+
+
+def test_a_throttled_command_says_when_it_runs_again() -> None:
+    doc = {
+        "_id": "4f7c2a9e-1b3d-4c5e-8f60-7a8b9c0d1e2f",
+        "type": "RefreshInvoices",
+        "realm_id": "9130350000000001",
+        "status": "throttled",
+        "reason": "HTTP 429, code 3001: message=ThrottleExceeded",
+        "attempts": 1,
+        "resumes_at": datetime(2030, 1, 1, 0, 1, tzinfo=UTC),
+    }
+    rendered = render_command(doc)
+    assert rendered["status"] == "throttled"
+    assert rendered["resumes_at"] == "2030-01-01T00:01:00Z"
+    assert "resumes_at" not in render_command({**doc, "status": "running"})

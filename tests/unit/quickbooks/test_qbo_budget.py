@@ -1,4 +1,4 @@
-"""RealmBudget with a fake clock: concurrency cap and rolling per-minute cap."""
+"""RealmBudget with a fake clock: concurrency cap, per-second cap and rolling per-minute cap."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def clock() -> FakeClock:
 
 
 async def test_eleventh_concurrent_request_waits_for_a_free_slot(clock: FakeClock) -> None:
-    budget = RealmBudget(clock=clock, sleep=clock.sleep)
+    budget = RealmBudget(max_per_second=100, clock=clock, sleep=clock.sleep)
     release = [asyncio.Event() for _ in range(11)]
     entered: list[int] = []
 
@@ -82,7 +82,8 @@ async def test_realms_have_independent_allowances(clock: FakeClock) -> None:
 
 
 async def test_request_501_in_a_minute_waits_until_the_window_frees(clock: FakeClock) -> None:
-    budget = RealmBudget(clock=clock, sleep=clock.sleep)
+    # Ten a second exactly sits on the per-second limit; this test is about the minute.
+    budget = RealmBudget(max_per_second=100, clock=clock, sleep=clock.sleep)
     for _ in range(500):
         async with budget.slot(REALM):
             pass
@@ -149,8 +150,22 @@ async def test_cancelled_waiter_releases_its_concurrency_permit(clock: FakeClock
     assert budget.used_in_window(REALM) == 1
 
 
+async def test_eleventh_request_in_a_second_waits_for_the_next_second(clock: FakeClock) -> None:
+    budget = RealmBudget(clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        async with budget.slot(REALM):
+            pass
+        clock.now += 0.05  # ten requests within half a second, one at a time
+    async with budget.slot(REALM):
+        entered_at = clock.now
+    assert clock.sleeps == [pytest.approx(0.5)]
+    assert entered_at == pytest.approx(1.0)  # the first one left the last second
+
+
 def test_rejects_non_positive_limits() -> None:
     with pytest.raises(ValueError):
         RealmBudget(max_concurrent=0)
     with pytest.raises(ValueError):
         RealmBudget(window_s=0)
+    with pytest.raises(ValueError):
+        RealmBudget(max_per_second=0)

@@ -1,0 +1,215 @@
+"""Figure 8: many companies at once, with Intuit's limits and latency.
+
+`--companies` companies (realms), each with one customer of `--company-invoices` invoices, are
+refreshed all at once: one RefreshInvoices each, published together. The emulator keeps
+Intuit's per-realm limits (10 concurrent, 10 a second, 500 a minute) and answers with its
+latency model on (a base per request plus a cost per invoice, with jitter), so the figure is
+about waiting on QuickBooks, which is what realm-level concurrency overlaps.
+
+Reported, for the same work:
+- the time until every command succeeded (stored, events acknowledged) with the worker as
+  configured, and with `WORKER_CONCURRENCY=1` (the one-command-at-a-time worker);
+- the physical limit: the slowest company's pages one after the other at the model's mean
+  latency (its requests are sequential, and 2-3 requests stay far below Intuit's limits);
+- webhook -> visible in the api for one more company with a few invoices, changed one at a
+  time while the others sync.
+
+Each round has a stack, topics and database of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+from pymongo.asynchronous.database import AsyncDatabase
+
+from bench.api_client import ApiClient
+from bench.connect import connect_realms, map_customer
+from bench.emulator_admin import EmulatorAdmin
+from bench.full_sync import publish
+from bench.procs import ROOT
+from bench.stack import Stack, create_topics, remove_run_data, run_settings
+from bench.webhook_latency import webhook_latencies, write_latencies
+from services.common.messages import RefreshInvoices
+from services.common.mongo import Document, make_client
+from services.common.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+LATENCY_BASE_MS = 250
+LATENCY_PER_ROW_US = 250  # a 1,000-invoice page: 0.5 s, about what Intuit takes
+LATENCY_JITTER_PCT = 20
+PAGE = 1000
+IDLE_REALM = "9130350000099999"
+IDLE = "realms-idle"
+
+
+@dataclass
+class Round:
+    concurrency: int
+    seconds: float = 0.0
+    invoices: int = 0
+    webhook: list[float] = field(default_factory=list)  # change -> visible in the api
+    stored: list[float] = field(default_factory=list)  # change -> stored, event acked
+
+
+@dataclass
+class MultiCompany:
+    companies: int
+    invoices_each: int
+    physical_s: float
+    rounds: list[Round]
+
+
+def physical_limit_s(invoices_each: int) -> float:
+    """One company's pages one after the other, at the latency model's mean."""
+    full, rest = divmod(invoices_each, PAGE)
+    # The last request answers fewer than a page (none at all after a full one): that is how
+    # the client knows it is done.
+    rows = [PAGE] * full + [rest]
+    return sum(LATENCY_BASE_MS / 1000 + r * LATENCY_PER_ROW_US / 1e6 for r in rows)
+
+
+async def _probe(
+    admin: EmulatorAdmin,
+    api: ApiClient,
+    db: AsyncDatabase[Document],
+    sync_url: str,
+    idle_ids: list[str],
+    changes: int,
+    into: Round,
+) -> None:
+    """Changes of the idle company, one at a time, while the others sync: first until the
+    worker stored them (the worker's share), then until the api shows them (the whole path,
+    the api's projector included)."""
+    into.webhook = await webhook_latencies(
+        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, 1, within_s=600
+    )
+    into.stored = await write_latencies(admin, db, IDLE_REALM, idle_ids, changes, within_s=600)
+    into.webhook += await webhook_latencies(
+        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, changes, within_s=600
+    )
+
+
+def realm_of(n: int) -> str:
+    return f"91303500000{n:05d}"
+
+
+async def multi_company(
+    base: Settings,
+    companies: int,
+    invoices_each: int,
+    webhook_changes: int,
+    concurrencies: tuple[int, ...],
+    keep: bool = False,
+) -> MultiCompany:
+    rounds = []
+    for i, concurrency in enumerate(concurrencies):
+        # The idle company's latency is the first round's figure; later rounds only time the
+        # same work, without the api and its projector competing for the machine.
+        changes = webhook_changes if i == 0 else 0
+        rounds.append(await _round(base, companies, invoices_each, changes, concurrency, keep))
+    return MultiCompany(companies, invoices_each, physical_limit_s(invoices_each), rounds)
+
+
+async def _round(
+    base: Settings,
+    companies: int,
+    invoices_each: int,
+    webhook_changes: int,
+    concurrency: int,
+    keep: bool,
+) -> Round:
+    run_id = uuid.uuid4().hex[:8]
+    settings = run_settings(
+        base, "bench-realms", run_id, cdc_poll_interval_s=3600.0, worker_concurrency=concurrency
+    )
+    logs = ROOT / ".local" / "bench" / "logs" / run_id
+    stack = Stack(
+        settings,
+        logs,
+        emulator_env={
+            "QBO_EMULATOR_LATENCY_BASE_MS": str(LATENCY_BASE_MS),
+            "QBO_EMULATOR_LATENCY_PER_ROW_US": str(LATENCY_PER_ROW_US),
+            "QBO_EMULATOR_LATENCY_JITTER_PCT": str(LATENCY_JITTER_PCT),
+        },
+    )
+    result = Round(concurrency)
+    mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-bench")
+    db = mongo[settings.mongodb_database]
+    realms = [realm_of(n) for n in range(companies)]
+    try:
+        await create_topics(settings)
+        await stack.start_emulator()
+        async with aiohttp.ClientSession() as http:
+            admin = EmulatorAdmin(http, stack.emulator_url)
+            token = None
+            customers: dict[str, str] = {}
+            for realm_id in [*realms, IDLE_REALM]:
+                size = invoices_each if realm_id != IDLE_REALM else 20
+                await admin.seed(realm_id, 1, size)
+                token = (await admin.issue_tokens(realm_id))["access_token"]
+                found = await admin.query_all(realm_id, "Customer", "", token)
+                customers[realm_id] = str(found[-1]["Id"])
+            await connect_realms(stack.wired(), admin, [*realms, IDLE_REALM], "bench")
+            await stack.start_sync("all")
+            for realm_id, qbo_customer in customers.items():
+                local = IDLE if realm_id == IDLE_REALM else f"realms-{realm_id}"
+                await map_customer(http, stack.sync_url, local, realm_id, qbo_customer)
+            api = ApiClient(http, stack.api_url)
+            if webhook_changes:
+                await stack.start_api()
+                done = await api.wait_command(await api.refresh(IDLE, uuid.uuid4().hex))
+                if done["status"] != "succeeded":
+                    raise RuntimeError(f"refresh of the idle company failed: {done}")
+                idle_ids = [
+                    str(i["invoice_id"]) for i in (await api.invoices_page(IDLE))["invoices"]
+                ]
+
+            commands = [
+                RefreshInvoices(
+                    realm_id=realm_id,
+                    issued_by="service:qbo-sync-bench",
+                    local_customer_id=f"realms-{realm_id}",
+                )
+                for realm_id in realms
+            ]
+            log.warning("bench.realms", companies=companies, concurrency=concurrency)
+            started = time.perf_counter()
+            await asyncio.gather(*(publish(settings, c) for c in commands))
+            ids = [c.command_id for c in commands]
+            probe = (
+                asyncio.create_task(
+                    _probe(admin, api, db, stack.sync_url, idle_ids, webhook_changes, result)
+                )
+                if webhook_changes
+                else None
+            )
+            while True:
+                finished = await db["commands"].count_documents(
+                    {"_id": {"$in": ids}, "status": {"$in": ["succeeded", "failed"]}}
+                )
+                if finished == len(ids):
+                    break
+                await asyncio.sleep(0.1)
+            result.seconds = time.perf_counter() - started
+            if probe is not None:
+                await probe
+            failed = await db["commands"].count_documents({"_id": {"$in": ids}, "status": "failed"})
+            if failed:
+                raise RuntimeError(f"{failed} refreshes failed")
+            result.invoices = await db["invoices"].count_documents({"realm_id": {"$in": realms}})
+    except BaseException:
+        print(stack.logs_tail())
+        raise
+    finally:
+        await stack.stop_all()
+        if not keep:
+            await remove_run_data(settings)
+        await mongo.close()
+    return result
