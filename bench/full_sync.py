@@ -2,7 +2,7 @@
 
 The clock starts when the RefreshInvoices command is acknowledged by Kafka and stops when the
 worker has marked it succeeded, which it does only after every page is stored in MongoDB and
-every InvoiceUpdated event is acknowledged (DESIGN.md invariants 4 and 5). Both are then
+every InvoiceUpdated event is acknowledged (docs/design.md invariants 4 and 5). Both are then
 checked independently: documents counted in the database, records counted on the topic.
 """
 

@@ -23,7 +23,7 @@ from bench.chaos.supervisor import Supervisor
 from bench.emulator_admin import EmulatorAdmin
 from services.common.kafka import make_producer
 
-# Records nothing may choke on (DESIGN.md invariant 9), sent to both consumed topics: the
+# Records nothing may choke on (docs/design.md invariant 9), sent to both consumed topics: the
 # nested-array bomb that once stopped all syncing, then bad UTF-8, an integer past Python's
 # digit limit, a tombstone, and well-formed JSON that breaks the contract.
 POISON: tuple[bytes | None, ...] = (

@@ -3,7 +3,7 @@ system coped, and for a failed audit the evidence to tell where an invoice went 
 
 A failing invoice is looked up in the write model (sync), on the events topic and in the read
 model (api): wrong in the write model is a sync problem; stored but never on the topic breaks
-"every stored change is followed by an event" (DESIGN.md invariant 4); on the topic but not in
+"every stored change is followed by an event" (docs/design.md invariant 4); on the topic but not in
 the read model is the projector's.
 """
 

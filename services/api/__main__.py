@@ -1,7 +1,7 @@
 """`python -m services.api`: the read API, the dashboard and the event projector, one process.
 
 If the projector task ends while the api still serves, events are no longer projected: the
-process stops and exits non-zero so that it is restarted (DESIGN.md invariant 9), rather than
+process stops and exits non-zero so that it is restarted (docs/design.md invariant 9), rather than
 answering from a read model that silently stopped moving.
 """
 

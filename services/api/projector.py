@@ -4,7 +4,7 @@ Delivery is at least once and partitions may be re-read, so projection is idempo
 order-safe: a version is stored only when it is newer than the stored one
 (`ReadInvoices.apply_many`). Records are projected a `getmany` batch at a time, because on
 FerretDB v1 the cost is per query rather than per event (see `ReadInvoices.apply_many`). An
-offset is committed only after the writes it stands for (DESIGN.md invariant 5). An event that
+offset is committed only after the writes it stands for (docs/design.md invariant 5). An event that
 can never be projected (not JSON, off-contract, inexact money) goes to the dead-letter topic
 with the reason, and is committed past so one bad record cannot stall its partition; a failing
 database is different: the record is retried, never skipped.

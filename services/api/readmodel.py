@@ -2,7 +2,7 @@
 
 A `read_invoices` document (docs/data-model.md) is a flattened copy of the newest event the
 projector has seen for an invoice, with money as integer micros. Rendering turns micros back
-into exact `Decimal`s, which `jsoncodec` writes digit for digit (DESIGN.md invariant 7).
+into exact `Decimal`s, which `jsoncodec` writes digit for digit (docs/design.md invariant 7).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ class RouteContext:
     clock: Callable[[], datetime]
     ping_mongo: Callable[[], Awaitable[Any]]
     # "off" (not run in this process), "running" or "stopped": a stopped projector means
-    # events are no longer read, so the process is not ready (DESIGN.md invariant 9).
+    # events are no longer read, so the process is not ready (docs/design.md invariant 9).
     projector_state: Callable[[], str] = lambda: "off"
 
 

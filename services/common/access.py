@@ -1,4 +1,4 @@
-"""An explicit authorization rule on every HTTP route (DESIGN.md invariant 10).
+"""An explicit authorization rule on every HTTP route (docs/design.md invariant 10).
 
 Routes are built through `Guard(rule, handler)`, which records the rule on the endpoint, and the
 app is built from `checked_routes`, which refuses a route without one: a new endpoint cannot

@@ -3,7 +3,7 @@
 Delivery guarantees are decided here, once:
 - producers use acks=all and idempotence, so a retried send cannot duplicate a record;
 - consumers never auto-commit: a handler commits an offset only after its work is durable
-  (DESIGN.md invariant 5), so a crash means redelivery, never loss.
+  (docs/design.md invariant 5), so a crash means redelivery, never loss.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class Command:
 
     def kafka_key(self) -> bytes:
         # Keyed by realm: every command of a realm lands on one partition, so one worker owns
-        # that realm's QBO calls, token refreshes and rate budget (DESIGN.md invariant 1).
+        # that realm's QBO calls, token refreshes and rate budget (docs/design.md invariant 1).
         return self.realm_id.encode()
 
     def to_bytes(self, schemas: SchemaSet | None = None) -> bytes:
@@ -114,7 +114,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
 def parse_command(raw: bytes | None, schemas: SchemaSet | None = None) -> Command:
     """Bytes from Kafka -> a validated command. Raises `MessageInvalid` with a clear reason.
 
-    Any other outcome would let one record stop its partition (DESIGN.md invariant 9), so every
+    Any other outcome would let one record stop its partition (docs/design.md invariant 9), so every
     failure of reading untrusted bytes, expected or not, becomes `MessageInvalid`.
     """
     if raw is None:

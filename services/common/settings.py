@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     # service's /stats and the api's /metrics: the benchmarks' engine-independent figure.
     mongodb_command_counts: bool = False
 
-    # Topics. Commands are keyed by realmId so one worker owns a realm (DESIGN.md invariant 1).
+    # Topics. Commands are keyed by realmId so one worker owns a realm (docs/design.md invariant 1).
     commands_topic: str = "qbo.commands.v1"
     invoice_events_topic: str = "qbo.invoice-events.v1"
     dead_letter_topic: str = "qbo.commands.dlq.v1"

@@ -3,7 +3,7 @@
 `--role all` (default) runs the HTTP endpoints (OAuth, webhooks, mapping) and one command
 consumer in one process; `web` and `worker` split them for deployments that scale them apart.
 
-A process whose command consumer has died must not stay up looking healthy (DESIGN.md
+A process whose command consumer has died must not stay up looking healthy (docs/design.md
 invariant 9): its partitions would wait for ever. So when the consumer ends on its own, the
 process stops serving HTTP and exits non-zero, and Kubernetes starts a new one.
 """

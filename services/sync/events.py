@@ -1,6 +1,6 @@
 """InvoiceUpdated events: built from stored invoice versions and published to Kafka.
 
-Emission follows an outbox (DESIGN.md invariant 4, `store.Outbox`): an entry naming the
+Emission follows an outbox (docs/design.md invariant 4, `store.Outbox`): an entry naming the
 invoices is written before them and deleted only after Kafka acknowledged their events. A crash
 in between leaves the entry open; the redelivered command (same command id) or the periodic
 sweep emits the invoices' current versions. The event id is deterministic per version, so a

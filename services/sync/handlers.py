@@ -112,7 +112,7 @@ def _records(realm_id: str, objects: Sequence[Any]) -> Page:
         try:
             page.records.append(invoice_record(realm_id, obj))
         except Exception as exc:
-            # One odd invoice must not block the customer's or the company's others (DESIGN.md
+            # One odd invoice must not block the customer's or the company's others (docs/design.md
             # invariant 9): it is recorded with the reason and its JSON, for a human.
             reason = str(exc) if isinstance(exc, UnmappableInvoice) else f"{type(exc).__name__}"
             page.rejected.append(

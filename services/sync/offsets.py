@@ -4,7 +4,7 @@ The worker runs several realms' commands at once, so a partition's records compl
 order. Kafka keeps one committed offset per partition, meaning "everything below is done". The
 tracker therefore hands out, per partition, the lowest offset that is not yet done (the
 key-ordered mode of Confluent's Parallel Consumer works the same way): a crash redelivers every
-record from there on, done or not, and loses none (DESIGN.md invariants 5 and 8). Records done
+record from there on, done or not, and loses none (docs/design.md invariants 5 and 8). Records done
 above that offset are redelivered too; handlers are idempotent.
 
 Pure bookkeeping, no I/O: the worker feeds it what it receives and what finishes, and commits

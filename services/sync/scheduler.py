@@ -4,7 +4,7 @@ A *lane* is one realm (the Kafka key of its commands). Each lane runs at most on
 in the order the jobs were submitted, so a realm's commands never overtake each other and its
 token refresh and QBO budget see one caller. Different lanes run concurrently, at most
 `max_concurrent` jobs in all, taken from the ready lanes in turn so that a realm with a long
-backlog cannot starve the others (DESIGN.md invariant 8).
+backlog cannot starve the others (docs/design.md invariant 8).
 
 A job answers `Deferred(delay_s)` when it cannot go on yet (its realm is throttled at Intuit):
 it stays at the head of its lane, the lane sleeps for the delay and then runs it again, and

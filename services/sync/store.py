@@ -555,7 +555,7 @@ class InvoiceRejection:
 
 
 class RejectedInvoices:
-    """`rejected_invoices`: one document per invoice that could not be stored (DESIGN.md
+    """`rejected_invoices`: one document per invoice that could not be stored (docs/design.md
     invariant 9). The rest of its page is stored, and the CDC checkpoint still moves, so one odd
     invoice no longer holds back a whole company; this collection is where it stays visible
     until QuickBooks is fixed. Storing a later version of the invoice removes its entry.

@@ -4,7 +4,7 @@ One document per realm in `connections`. Tokens are sealed with AES-256-GCM (`Ke
 the realm id and the token kind as associated data, so a ciphertext copied to another realm's
 document or swapped between the access and refresh fields does not decrypt.
 
-Refresh rules (DESIGN.md invariants 1 and 2):
+Refresh rules (docs/design.md invariants 1 and 2):
 - single flight per realm within the process (one lock per realm), and compare-and-swap on the
   document's `version` against everyone else (the OAuth callback, another worker after a
   partition move);

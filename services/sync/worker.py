@@ -1,6 +1,6 @@
 """The command consumer: one Kafka consumer-group member of the sync service.
 
-Guarantees (DESIGN.md invariants 1, 5 and 8):
+Guarantees (docs/design.md invariants 1, 5 and 8):
 - commands are keyed by realm id, so the member that owns a partition makes every QBO call of
   its realms: it also runs their CDC polls, so token refresh and the rate budget stay in one
   process;

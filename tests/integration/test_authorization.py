@@ -1,4 +1,4 @@
-"""Every route of both services, called with no, wrong and right credentials (DESIGN.md
+"""Every route of both services, called with no, wrong and right credentials (docs/design.md
 invariant 10), over real HTTP against the real apps, MongoDB, Kafka and the emulator.
 
 The routes come from the apps themselves, so a new route is checked the day it is added, and

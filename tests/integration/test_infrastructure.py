@@ -70,7 +70,7 @@ async def test_command_round_trip_through_kafka_and_mongo(
                 "offset": record.offset,
             }
         )
-        # Commit only after the write is durable (DESIGN.md invariant 5).
+        # Commit only after the write is durable (docs/design.md invariant 5).
         tp = TopicPartition(record.topic, record.partition)
         await consumer.commit({tp: record.offset + 1})
         assert await consumer.committed(tp) == record.offset + 1

@@ -48,7 +48,7 @@ SECRET_SETTINGS = {
     "CONNECT_LINK_SECRET",
     "MONGODB_URI",
 }
-# Least privilege: the api never sees QBO credentials or tokens (DESIGN.md), sync never needs
+# Least privilege: the api never sees QBO credentials or tokens (docs/design.md), sync never needs
 # the api's bearer tokens. Both sign or check connect links.
 API_SECRETS = {"MONGODB_URI", "API_TOKENS", "CONNECT_LINK_SECRET"}
 SYNC_SECRETS = SECRET_SETTINGS - {"API_TOKENS"}

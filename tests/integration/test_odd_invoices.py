@@ -1,4 +1,4 @@
-"""One invoice QuickBooks sends that cannot be stored must not hold back the others (DESIGN.md
+"""One invoice QuickBooks sends that cannot be stored must not hold back the others (docs/design.md
 invariant 9), and amounts with more than six decimals are stored exactly (invariant 7).
 
 Real parts: the emulator over HTTP, Kafka, FerretDB. Each test mixes good invoices, amounts

@@ -1,5 +1,5 @@
-"""Nothing a producer sends can stop the sync worker (DESIGN.md invariant 9), and a worker whose
-loop dies anyway takes readiness and the process with it.
+"""Nothing a producer sends can stop the sync worker (docs/design.md invariant 9), and a worker
+whose loop dies anyway takes readiness and the process with it.
 
 Real Kafka, FerretDB and the emulator. The poison records share the good commands' key, so
 they sit on the same partition between them: the second good command can only be done if the

@@ -1,5 +1,5 @@
 """SIGKILL the sync worker process in the middle of a refresh, start it again, and check that
-nothing was lost and nothing stored twice (DESIGN.md invariants 4 and 5)."""
+nothing was lost and nothing stored twice (docs/design.md invariants 4 and 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Many companies at once, on real Kafka, FerretDB and the emulator over HTTP (DESIGN.md
+"""Many companies at once, on real Kafka, FerretDB and the emulator over HTTP (docs/design.md
 invariant 8): a big refresh does not hold another company's command back, a throttled company
 is deferred while others go on, and a SIGKILL in the middle of 20 companies' concurrent
 refreshes loses and duplicates nothing."""

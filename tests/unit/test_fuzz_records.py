@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the Kafka records both services consume (DESIGN.md invariant 9):
+"""Property-based fuzzing of the Kafka records both services consume (docs/design.md invariant 9):
 whatever the bytes, headers or key, a record is handled or dead-lettered with a reason, and the
 code reading it never raises anything else."""
 

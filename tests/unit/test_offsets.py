@@ -1,5 +1,5 @@
 """OffsetTracker: a partition's commit point never passes a record that is not done
-(DESIGN.md invariants 5 and 8)."""
+(docs/design.md invariants 5 and 8)."""
 
 from __future__ import annotations
 

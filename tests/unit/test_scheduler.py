@@ -1,5 +1,5 @@
 """RealmScheduler with fake jobs and fake time: realms side by side, one realm in order,
-deferral, failures, revocation (DESIGN.md invariant 8)."""
+deferral, failures, revocation (docs/design.md invariant 8)."""
 
 from __future__ import annotations
 

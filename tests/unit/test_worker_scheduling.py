@@ -1,7 +1,7 @@
 """CommandWorker's concurrency with fakes of the consumer, the producer, the command log and the
 handlers, and fake time: realms side by side, one realm in order, commits only up to the lowest
 unfinished record, pause/resume, rebalance mid-flight, poison input among concurrent commands,
-throttled realms deferred (DESIGN.md invariants 5 and 8). Real Kafka: test_worker_realms.py."""
+throttled realms deferred (docs/design.md invariants 5 and 8). Real Kafka: test_worker_realms.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Client for Intuit's OAuth 2.0 token service: code exchange, refresh and revoke.
 
-Intuit facts this relies on (DESIGN.md, "QBO facts"):
+Intuit facts this relies on (docs/design.md, "QBO facts"):
 - client authentication is HTTP Basic `client_id:client_secret` on the token endpoint;
 - access tokens live about an hour; refresh tokens roll (about 100 days, renewed on use) and may
   change on every refresh, so the newest one must always be stored;

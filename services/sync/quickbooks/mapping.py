@@ -1,6 +1,6 @@
 """QBO Invoice JSON -> `InvoiceRecord`: pure code, no I/O.
 
-Intuit facts encoded here (DESIGN.md, "QBO facts"):
+Intuit facts encoded here (docs/design.md, "QBO facts"):
 - invoices have no `Active` field; a voided invoice keeps its Id with zero amounts and a
   "Voided" private note; a deleted one is known only from CDC/webhooks as a stub
   `{"status": "Deleted", "Id", "MetaData": {"LastUpdatedTime"}}`;
@@ -64,7 +64,7 @@ class InvoiceRecord:
         return f"{self.realm_id}:{self.invoice_id}"
 
     def is_newer_than(self, sync_token: int, last_updated_time: datetime, deleted: bool) -> bool:
-        """Would storing this record move the stored version forward? (DESIGN.md invariant 3)
+        """Would storing this record move the stored version forward? (docs/design.md invariant 3)
 
         A deletion is final: nothing replaces a tombstone, and a deletion replaces anything
         that is not one. Otherwise (SyncToken, LastUpdatedTime) must grow.
