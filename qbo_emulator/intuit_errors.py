@@ -85,31 +85,13 @@ def authorization_fault(now: float) -> dict[str, Any]:
     Intuit's gateway answers this one in its lower-case envelope, with a numeric ``time`` in
     milliseconds and the other members present as null or empty, as captured from production.
     """
-    return {
-        "warnings": None,
-        "intuitObject": None,
-        "fault": {
-            "error": [
-                {
-                    "message": "message=ApplicationAuthorizationFailed; errorCode=003100; "
-                    "statusCode=403",
-                    "detail": None,
-                    "code": "3100",
-                    "element": None,
-                }
-            ],
-            "type": "SERVICE",
-        },
-        "report": None,
-        "queryResponse": None,
-        "batchItemResponse": [],
-        "attachableResponse": [],
-        "syncErrorResponse": None,
-        "requestId": None,
-        "time": int(now * 1000),
-        "status": None,
-        "cdcresponse": [],
-    }
+    return _gateway_body(
+        "SERVICE",
+        "3100",
+        "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
+        None,
+        now,
+    )
 
 
 def validation_fault(
@@ -184,11 +166,11 @@ def throttle_response(now: float, retry_after: int | None) -> web.Response:
     )
 
 
-def _gateway_json(
-    status: int, fault_type: str, code: str, message: str, detail: str | None, now: float
-) -> web.Response:
+def _gateway_body(
+    fault_type: str, code: str, message: str, detail: str | None, now: float
+) -> dict[str, Any]:
     """The gateway's lower-case serialisation, field for field as recorded."""
-    body: dict[str, Any] = {
+    return {
         "warnings": None,
         "intuitObject": None,
         "fault": {
@@ -205,7 +187,12 @@ def _gateway_json(
         "status": None,
         "cdcresponse": [],
     }
-    return json_response(body, status=status)
+
+
+def _gateway_json(
+    status: int, fault_type: str, code: str, message: str, detail: str | None, now: float
+) -> web.Response:
+    return json_response(_gateway_body(fault_type, code, message, detail, now), status=status)
 
 
 def authentication_response(detail: str, now: float, style: FaultStyle = "json") -> web.Response:
