@@ -326,12 +326,22 @@ function idempotencyKey() {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
+// QuickBooks limits each company's requests; a throttled refresh waits and resumes by itself.
+function progressText(command) {
+  if (command.status === "running") return "Fetching from QuickBooks…";
+  if (command.status === "throttled") {
+    const at = command.resumes_at ? new Date(command.resumes_at).toLocaleTimeString("en-US") : null;
+    return at ? `QuickBooks asked us to slow down; resuming at ${at}…` : "QuickBooks asked us to slow down…";
+  }
+  return "Queued…";
+}
+
 async function waitForCommand(statusUrl) {
   const deadline = Date.now() + POLL_LIMIT_MS;
   for (;;) {
     const command = await api("GET", statusUrl);
     if (FINAL_STATUSES.has(command.status)) return command;
-    setRefreshStatus(command.status === "running" ? "Fetching from QuickBooks…" : "Queued…", "busy");
+    setRefreshStatus(progressText(command), "busy");
     if (Date.now() > deadline) return command;
     await sleep(POLL_MS);
   }
