@@ -38,14 +38,6 @@ async def topic_record_count(bootstrap_servers: str, topic: str) -> int:
         return sum(ends[tp] - starts[tp] for tp in tps)
 
 
-async def move_group_to_end(bootstrap_servers: str, group_id: str, topic: str) -> None:
-    """Commit the end of every partition for `group_id`: its next member starts there."""
-    async with _offsets_reader(bootstrap_servers, topic, group_id) as (consumer, tps):
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.commit({tp: offset for tp, offset in ends.items()})
-
-
 async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> int:
     """Records of `topic` that `group_id` has not committed past yet (its members' backlog)."""
     async with _offsets_reader(bootstrap_servers, topic, group_id) as (consumer, tps):
