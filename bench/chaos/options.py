@@ -1,4 +1,4 @@
-"""What a chaos run does; the defaults are the ones issue 6 asks for."""
+"""What a chaos run does; the defaults are the sizes `make chaos` and CI run."""
 
 from __future__ import annotations
 
