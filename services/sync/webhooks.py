@@ -45,6 +45,7 @@ from starlette.routing import Route
 from services.common import jsoncodec
 from services.common.httpbody import BodyRejected, read_body
 from services.common.messages import Command, EntityChange, SyncChanges
+from services.common.unavailable import unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -352,7 +353,7 @@ def webhook_routes(
                     error_type=type(exc).__name__,
                     exc_info=True,
                 )
-                return _error(503, "unavailable", "the changes could not be queued; retry later")
+                return unavailable("the changes could not be queued; retry later")
         bound.info("webhook.accepted", realm_ids=realms, changes=changes, commands=len(commands))
         return JSONResponse({"accepted": changes, "commands": len(commands)})
 

@@ -662,6 +662,7 @@ async def test_publish_failure_is_503_so_intuit_retries(
                 WEBHOOK_PATH, content=ONE_UPDATE, headers=signed(ONE_UPDATE)
             )
     assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
     assert response.json()["error"] == "unavailable"
     assert "internals" not in response.text
     assert publisher.batches == []
