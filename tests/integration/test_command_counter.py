@@ -102,8 +102,9 @@ async def test_api_metrics_tell_the_projector_from_requests(settings: Settings) 
         assert match, f"{caller} {command} {collection} missing"
         return float(match.group(1))
 
-    # The projector wrote both invoices with one insert; requests only read.
-    assert count("projector", "insert", "read_invoices") == 1
+    # The projector wrote the two new invoices with one insert per batch it read (both events
+    # usually come in one batch, but may come in two); requests only read.
+    assert count("projector", "insert", "read_invoices") in (1, 2)
     assert count("service", "find", "customer_mappings") >= 1
     assert count("service", "find", "read_invoices") >= 2
     assert 'caller="service",collection="read_invoices",command="insert"' not in text
