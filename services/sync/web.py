@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -234,18 +234,38 @@ def mapping_routes(deps: Dependencies, guard: Guard) -> list[Route]:
     ]
 
 
+class QueryRejected(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+def rejected_query(params: Mapping[str, str]) -> tuple[str | None, int]:
+    """`realm_id` and `limit` of `GET /rejected-invoices`, or `QueryRejected` (a 400)."""
+    realm_id = params.get("realm_id")
+    if realm_id is not None and not REALM_ID.match(realm_id):
+        raise QueryRejected("bad_realm", "realm id must be a QBO company id (digits)")
+    limit_text = params.get("limit", "100")
+    # Length first: int() of thousands of digits is refused by Python itself.
+    if not (len(limit_text) <= 4 and limit_text.isascii() and limit_text.isdigit()):
+        raise QueryRejected("bad_limit", "limit must be an integer from 1 to 1000")
+    limit = int(limit_text)
+    if not 1 <= limit <= 1000:
+        raise QueryRejected("bad_limit", "limit must be an integer from 1 to 1000")
+    return realm_id, limit
+
+
 def rejected_invoice_routes(rejected: RejectedInvoices) -> list[Route]:
     """`GET /rejected-invoices[?realm_id=…&limit=…]`: the invoices QBO sent that could not be
     stored, newest first, with the reason and Intuit's JSON, for an operator to fix in QBO."""
 
     async def list_rejected(request: Request) -> Response:
-        realm_id = request.query_params.get("realm_id")
-        if realm_id is not None and not REALM_ID.match(realm_id):
-            return error(400, "bad_realm", "realm id must be a QBO company id (digits)")
-        limit_text = request.query_params.get("limit", "100")
-        if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= 1000):
-            return error(400, "bad_limit", "limit must be an integer from 1 to 1000")
-        docs = await rejected.list(realm_id, int(limit_text))
+        try:
+            realm_id, limit = rejected_query(request.query_params)
+        except QueryRejected as exc:
+            return error(400, exc.code, exc.message)
+        docs = await rejected.list(realm_id, limit)
         return JSON(
             {
                 "rejected_invoices": [

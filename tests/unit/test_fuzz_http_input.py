@@ -17,6 +17,7 @@ from starlette.routing import Route
 from services.api.listing import Cursor, InvalidParameter, parse_invoice_query
 from services.common import jsoncodec
 from services.common.httpbody import BodyRejected, read_json
+from services.sync.web import QueryRejected, rejected_query
 from services.sync.webhooks import WebhookInvalid, group_into_commands, parse_notifications
 from tests.unit.fuzz import FUZZ, json_values, raw_bytes
 
@@ -172,3 +173,27 @@ async def test_the_shared_body_reader_answers_4xx_json_for_anything_it_cannot_us
 async def _chunks(body: bytes) -> Any:
     for start in range(0, len(body), 1000):
         yield body[start : start + 1000]
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["realm_id", "limit", "other"]),
+        st.one_of(
+            st.text(max_size=30),
+            st.sampled_from(["9130350000000001", "1", "1000", "1001", "0", "-5", "٣"]),
+            st.integers(min_value=0).map(lambda n: "9" * (n % 6000)),  # huge digit runs
+        ),
+    )
+)
+def test_rejected_invoice_queries_are_parsed_or_refused_with_a_400(
+    query: dict[str, str],
+) -> None:
+    try:
+        realm_id, limit = rejected_query(query)
+    except QueryRejected as exc:
+        assert exc.code in {"bad_realm", "bad_limit"}
+        return
+    assert realm_id == query.get("realm_id")
+    assert 1 <= limit <= 1000
+    assert limit == int(query.get("limit", "100"))
