@@ -58,22 +58,24 @@ def test_second_up_is_safe_and_changes_nothing() -> None:
     assert _run("status").stdout == pids  # same processes, nothing restarted
 
 
-@needs_toolchains
-def test_taken_port_gives_a_clear_error(tmp_path: Path) -> None:
+def _up_with_taken_port(
+    tmp_path: Path, variable: str, env: dict[str, str]
+) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """`infra.sh up` while another process holds the port named by `variable`."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        result = _run(
-            "up",
-            env={
-                "QBO_LOCAL_DIR": str(tmp_path),
-                "QBO_MONGO_PORT": str(port),
-                # never reached: the taken Mongo port is checked first
-                "QBO_KAFKA_PORT": "1",
-                "QBO_POSTGRES_PORT": "1",
-            },
-        )
+        result = _run("up", env={"QBO_LOCAL_DIR": str(tmp_path), **env, variable: str(port)})
+    return port, result
+
+
+@needs_toolchains
+def test_taken_port_gives_a_clear_error(tmp_path: Path) -> None:
+    # never reached: the taken Mongo port is checked first
+    port, result = _up_with_taken_port(
+        tmp_path, "QBO_MONGO_PORT", {"QBO_KAFKA_PORT": "1", "QBO_POSTGRES_PORT": "1"}
+    )
     assert result.returncode != 0
     assert f"port {port} (for mongo) is taken" in result.stderr
     assert "QBO_MONGO_PORT" in result.stderr
@@ -81,20 +83,15 @@ def test_taken_port_gives_a_clear_error(tmp_path: Path) -> None:
 
 @needs_toolchains
 def test_taken_postgres_port_gives_a_clear_error(tmp_path: Path) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        port = squatter.getsockname()[1]
-        result = _run(
-            "up",
-            env={
-                "QBO_LOCAL_DIR": str(tmp_path),
-                "QBO_MONGO_PORT": str(_free_port()),
-                "QBO_KAFKA_PORT": str(_free_port()),
-                "QBO_KAFKA_CONTROLLER_PORT": str(_free_port()),
-                "QBO_POSTGRES_PORT": str(port),
-            },
-        )
+    port, result = _up_with_taken_port(
+        tmp_path,
+        "QBO_POSTGRES_PORT",
+        {
+            "QBO_MONGO_PORT": str(_free_port()),
+            "QBO_KAFKA_PORT": str(_free_port()),
+            "QBO_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        },
+    )
     assert result.returncode != 0
     assert f"port {port} (for postgres) is taken" in result.stderr
     assert "QBO_POSTGRES_PORT" in result.stderr
