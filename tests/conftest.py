@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -10,6 +12,8 @@ from bench.stack import create_topics, remove_run_data
 from services.common.mongo import Document, make_client
 from services.common.settings import Settings
 from tests.infra import Endpoints, resolve_endpoints
+
+CLEANUP_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +47,13 @@ async def settings(endpoints: Endpoints, test_id: str) -> AsyncIterator[Settings
     )
     await create_topics(s)
     yield s
-    await remove_run_data(s)
+    # Best effort, and bounded: every name is the test's own, so leftovers harm no other test,
+    # while a clean-up that never returns would stall the whole suite.
+    try:
+        async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+            await remove_run_data(s)
+    except TimeoutError:
+        warnings.warn(f"clean-up of test {test_id} timed out; its data is left", stacklevel=1)
 
 
 @pytest.fixture
