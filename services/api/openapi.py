@@ -252,6 +252,10 @@ OPENAPI: dict[str, Any] = {
                     "realm_id",
                     "qbo_customer_id",
                     "display_name",
+                    "active",
+                    "qbo_sync_token",
+                    "merged_from",
+                    "customer_read_at",
                     "mapped_at",
                     "last_synced_at",
                     "last_sync_command_id",
@@ -260,7 +264,37 @@ OPENAPI: dict[str, Any] = {
                     "local_customer_id": {"type": "string"},
                     "realm_id": {"type": "string"},
                     "qbo_customer_id": _nullable({"type": "string"}),
-                    "display_name": _nullable({"type": "string"}),
+                    "display_name": _nullable(
+                        {"type": "string", "description": "QBO's DisplayName as last read."}
+                    ),
+                    "active": _nullable(
+                        {
+                            "type": "boolean",
+                            "description": (
+                                "QBO's Active as last read: false for a customer made inactive "
+                                "or merged away; null until the customer was read."
+                            ),
+                        }
+                    ),
+                    "qbo_sync_token": _nullable(
+                        {
+                            "type": "string",
+                            "pattern": "^[0-9]+$",
+                            "description": "QBO's SyncToken of the customer as last read.",
+                        }
+                    ),
+                    "merged_from": _nullable(
+                        {
+                            "type": "string",
+                            "description": (
+                                "The QBO customer this mapping named before QBO merged it into "
+                                "`qbo_customer_id`."
+                            ),
+                        }
+                    ),
+                    "customer_read_at": _nullable(
+                        {**_TIMESTAMP, "description": "When the QBO customer was last read."}
+                    ),
                     "mapped_at": _nullable(_TIMESTAMP),
                     "last_synced_at": _nullable(
                         {**_TIMESTAMP, "description": "End of the last successful refresh."}

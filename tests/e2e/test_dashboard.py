@@ -235,3 +235,18 @@ async def test_dashboard_asks_for_a_token_and_explains_unknown_customers(
         "not linked to a QuickBooks customer"
     )
     assert page.url.endswith("/?customer=nobody")
+
+
+async def test_dashboard_marks_a_customer_merged_away_in_quickbooks(
+    page: Page, api: RunningApi, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await mongo_db["customer_mappings"].update_one(
+        {"_id": "cust-42"}, {"$set": {"active": False, "merged_from": "57"}}
+    )
+    await page.goto(f"{api.base_url}/?customer=cust-42#token=dev-token")
+    await expect(page.get_by_test_id("customer-inactive")).to_have_text(
+        "Inactive in QuickBooks (merged)"
+    )
+    await mongo_db["customer_mappings"].update_one({"_id": "cust-42"}, {"$set": {"active": True}})
+    await page.reload()
+    await expect(page.get_by_test_id("customer-inactive")).to_be_hidden()

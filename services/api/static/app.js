@@ -226,6 +226,13 @@ function renderTotals(totals) {
   $("total-overdue").closest(".metric").classList.toggle("has-overdue", overdue);
 }
 
+// An inactive QuickBooks customer (made inactive, or merged away) is shown as such; a merge
+// re-points the mapping to the survivor, whose id the customer view names.
+function customerState(customer) {
+  if (customer.active !== false) return "";
+  return customer.merged_from ? "Inactive in QuickBooks (merged)" : "Inactive in QuickBooks";
+}
+
 function renderCustomer(info) {
   const customer = info.customer;
   $("customer-name").textContent = customer.display_name || customer.local_customer_id;
@@ -233,6 +240,8 @@ function renderCustomer(info) {
     `${customer.local_customer_id} · QuickBooks company ${customer.realm_id}` +
     ` · last synced ${relativeTime(customer.last_synced_at)}`;
   $("customer-meta").title = customer.last_synced_at || "";
+  $("customer-inactive").hidden = customer.active !== false;
+  $("customer-inactive").textContent = customerState(customer);
   const badge = $("connection");
   const connection = info.connection;
   let kind = "off";

@@ -217,3 +217,61 @@ def deleted_stub(realm_id: str, invoice_id: str, last_updated: datetime) -> Invo
             "MetaData": {"LastUpdatedTime": last_updated.isoformat()},
         },
     )
+
+
+# ------------------------------------------------------------------------------ customers
+
+MAX_DISPLAY_NAME = 500  # Intuit allows 500 characters in a customer's DisplayName
+
+
+class UnmappableCustomer(ValueError):
+    """The JSON is not a customer we can take facts from (missing Id, bad SyncToken...)."""
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    """What a mapping keeps of a QBO customer as of the last read (docs/data-model.md)."""
+
+    qbo_customer_id: str
+    sync_token: int  # -1 for a deletion stub, which carries none
+    active: bool
+    display_name: str | None
+    deleted: bool = False
+
+
+def customer_facts(customer: Any) -> CustomerFacts:
+    """Map one Customer object (from a query or CDC) to the facts a mapping keeps.
+
+    QBO customers are never deleted, only made inactive (a merged-away one is inactive and
+    renamed "... (deleted)"); should CDC all the same send a `status: "Deleted"` stub, it is
+    kept as an inactive, deleted customer.
+    """
+    if not isinstance(customer, Mapping):
+        raise UnmappableCustomer("a customer must be a JSON object")
+    customer_id = customer.get("Id")
+    if not isinstance(customer_id, str) or not _QBO_ID.fullmatch(customer_id):
+        raise UnmappableCustomer(f"customer without a numeric Id: {str(customer_id)[:40]!r}")
+    if str(customer.get("status", "")).lower() == "deleted":
+        return CustomerFacts(customer_id, -1, active=False, display_name=None, deleted=True)
+    token = customer.get("SyncToken")
+    if not (
+        isinstance(token, str)
+        and token.isascii()
+        and token.isdigit()
+        and len(token) <= _SYNC_TOKEN_DIGITS
+    ):
+        raise UnmappableCustomer(f"customer {customer_id} has no usable SyncToken")
+    active = customer.get("Active", True)  # QBO's default for a new customer
+    if not isinstance(active, bool):
+        raise UnmappableCustomer(f"customer {customer_id} has a non-boolean Active")
+    name = customer.get("DisplayName")
+    if name is not None and not isinstance(name, str):
+        raise UnmappableCustomer(f"customer {customer_id} has a non-text DisplayName")
+    if name is not None:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnmappableCustomer(
+                f"customer {customer_id} holds text that is not valid Unicode"
+            ) from None
+    return CustomerFacts(customer_id, int(token), active, name[:MAX_DISPLAY_NAME] if name else None)
