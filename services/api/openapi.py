@@ -107,8 +107,12 @@ OPENAPI: dict[str, Any] = {
                     "currency",
                     "total_amt",
                     "balance",
+                    "exchange_rate",
+                    "home_total_amt",
+                    "home_balance",
                     "status",
                     "overdue",
+                    "partially_paid",
                     "deleted",
                     "version",
                     "last_updated_time",
@@ -120,13 +124,56 @@ OPENAPI: dict[str, Any] = {
                     "doc_number": _nullable({"type": "string"}),
                     "txn_date": _nullable(_DATE),
                     "due_date": _nullable(_DATE),
-                    "currency": _nullable({"type": "string", "pattern": "^[A-Z]{3}$"}),
+                    "currency": _nullable(
+                        {
+                            "type": "string",
+                            "pattern": "^[A-Z]{3}$",
+                            "description": "The currency of total_amt and balance.",
+                        }
+                    ),
                     "total_amt": _MONEY,
                     "balance": _MONEY,
+                    "exchange_rate": _nullable(
+                        {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "description": (
+                                "Multicurrency companies only: home-currency units per one "
+                                "unit of `currency`, as recorded on the invoice in QBO. Null "
+                                "when QBO sent none."
+                            ),
+                        }
+                    ),
+                    "home_total_amt": _nullable(
+                        {
+                            **_MONEY,
+                            "description": (
+                                "total_amt in the company's home currency, as QBO computed it "
+                                "(invoices in a foreign currency of a multicurrency company). "
+                                "Null: total_amt is already in the home currency."
+                            ),
+                        }
+                    ),
+                    "home_balance": _nullable(
+                        {
+                            **_MONEY,
+                            "description": (
+                                "balance in the company's home currency, as QBO computed it. "
+                                "Null: balance is already in the home currency."
+                            ),
+                        }
+                    ),
                     "status": {"enum": INVOICE_STATUSES},
                     "overdue": {
                         "type": "boolean",
                         "description": "Open with a due date before today (UTC).",
+                    },
+                    "partially_paid": {
+                        "type": "boolean",
+                        "description": (
+                            "Open with a payment applied: 0 < balance < total_amt. Independent "
+                            "of `overdue` (an invoice may be both); `status` stays `open`."
+                        ),
                     },
                     "deleted": {"type": "boolean"},
                     "version": {"type": "integer", "minimum": 0},
@@ -379,7 +426,11 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "status",
                         "in": "query",
-                        "description": "overdue = open with a due date before today (UTC).",
+                        "description": (
+                            "overdue = open with a due date before today (UTC); "
+                            "partially_paid = open with a payment applied (0 < balance < "
+                            "total_amt), overdue or not. Both are subsets of open."
+                        ),
                         "schema": {"enum": list(STATUSES), "default": "all"},
                     },
                     {

@@ -5,7 +5,11 @@ Intuit facts encoded here (docs/design.md, "QBO facts"):
   "Voided" private note; a deleted one is known only from CDC/webhooks as a stub
   `{"status": "Deleted", "Id", "MetaData": {"LastUpdatedTime"}}`;
 - `SyncToken` is a decimal string that grows by one per change; together with
-  `MetaData.LastUpdatedTime` it orders versions of one invoice.
+  `MetaData.LastUpdatedTime` it orders versions of one invoice;
+- amounts are in the invoice's `CurrencyRef`. A company with multicurrency enabled adds
+  `ExchangeRate` (home currency units per one unit of `CurrencyRef`) and, on an invoice in a
+  foreign currency, `HomeTotalAmt` and `HomeBalance`; without them the amounts are already in
+  the home currency (docs/design.md, "QBO facts").
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ class InvoiceRecord:
     sync_token: int
     last_updated_time: datetime
     raw_json: str
+    # Multicurrency companies only (None otherwise): see the module docstring.
+    exchange_rate: Decimal | None = None
+    home_total_amt: Decimal | None = None
+    home_balance: Decimal | None = None
 
     @property
     def deleted(self) -> bool:
@@ -112,6 +120,24 @@ def _money(value: Any) -> Decimal:
         return money.amount(value)
     except money.InexactAmount as exc:
         raise UnmappableInvoice(str(exc)) from None
+
+
+def _optional_money(value: Any, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return money.amount(value)
+    except money.InexactAmount as exc:
+        raise UnmappableInvoice(f"{field}: {exc}") from None
+
+
+def _exchange_rate(value: Any) -> Decimal | None:
+    rate = _optional_money(value, "ExchangeRate")
+    if rate is not None and rate <= 0:
+        # Home units per foreign unit: a rate of zero or below would turn every home amount
+        # derived from it into nonsense, so the invoice is refused (and recorded) instead.
+        raise UnmappableInvoice(f"ExchangeRate {rate} is not positive")
+    return rate
 
 
 def _ref(value: Any) -> str | None:
@@ -203,6 +229,9 @@ def invoice_record(realm_id: str, invoice: Mapping[str, Any]) -> InvoiceRecord:
         sync_token=sync_token,
         last_updated_time=last_updated,
         raw_json=raw,
+        exchange_rate=_exchange_rate(invoice.get("ExchangeRate")),
+        home_total_amt=_optional_money(invoice.get("HomeTotalAmt"), "HomeTotalAmt"),
+        home_balance=_optional_money(invoice.get("HomeBalance"), "HomeBalance"),
     )
 
 
