@@ -53,6 +53,12 @@ class ApiMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.listings = Counter(
+            "qbo_api_listing_cache",
+            "Invoice listings answered from the cache (hit) or read from the read model (miss).",
+            ["result"],
+            registry=self.registry,
+        )
         self.events = Counter(
             "qbo_api_events_projected",
             "InvoiceUpdated events handled by the projector, by outcome.",

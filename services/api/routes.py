@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,28 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from services.api.auth import ApiTokens
-from services.api.listing import Cursor, InvalidParameter, customer_filter, parse_invoice_query
+from services.api.listing import (
+    Cursor,
+    InvalidParameter,
+    InvoiceListQuery,
+    customer_filter,
+    parse_invoice_query,
+)
+from services.api.listing_cache import ListingCache
 from services.api.metrics import ApiMetrics
 from services.api.openapi import COMMAND_ID_PATTERN, LOCAL_CUSTOMER_ID_PATTERN, OPENAPI
 from services.api.producer import LazyProducer
 from services.api.readmodel import iso_timestamp, render_invoice
 from services.api.refresh import IDEMPOTENCY_KEY, Publisher, PublishFailed, request_refresh
 from services.api.responses import JSON, ApiError, error
-from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
+from services.api.store import (
+    CommandPublications,
+    CommandRecords,
+    ReadInvoices,
+    SyncRecords,
+    customer_key,
+)
+from services.common import jsoncodec
 from services.common.access import Guard, Rule, checked_routes
 from services.common.connect_links import ConnectLinks
 from services.common.httpbody import BodyRejected, read_json
@@ -79,6 +93,7 @@ class RouteContext:
     # "off" (not run in this process), "running" or "stopped": a stopped projector means
     # events are no longer read, so the process is not ready (docs/design.md invariant 9).
     projector_state: Callable[[], str] = lambda: "off"
+    listings: ListingCache = field(default_factory=ListingCache)
 
 
 def _customer_id(request: Request) -> str:
@@ -218,28 +233,44 @@ def api_routes(ctx: RouteContext) -> list[Route]:
             raise ApiError(400, "bad_parameter", f"{exc.param}: {exc}") from None
         customer = customer_filter(await mapping_of(local_customer_id))
         today = ctx.clock().date()
+        # Read before the invoices: a listing is filed under a revision no newer than it.
+        revision = await ctx.invoices.revision(customer)
+        cache_key = (
+            local_customer_id,
+            customer_key(customer) or "",
+            today.isoformat(),
+            repr(sorted(request.query_params.multi_items())),
+        )
+        body = ctx.listings.get(cache_key, revision)
+        ctx.metrics.listings.labels("miss" if body is None else "hit").inc()
+        if body is None:
+            body = jsoncodec.dumpb(await listing(local_customer_id, customer, query, today))
+            ctx.listings.put(cache_key, revision, body)
+        return Response(body, media_type="application/json")
+
+    async def listing(
+        local_customer_id: str, customer: Document, query: InvoiceListQuery, today: date
+    ) -> Document:
         rows, has_more = await ctx.invoices.page(customer, query, today)
         totals = await ctx.invoices.totals(customer, query.status, today)
         next_cursor = None
         if has_more and rows:
             last = rows[-1]
             next_cursor = Cursor(query.sort.token, query.sort.value_of(last), last["_id"]).encode()
-        return JSON(
-            {
-                "customer_id": local_customer_id,
-                "status": query.status,
-                "sort": query.sort.token,
-                "as_of": today.isoformat(),
-                "invoices": [render_invoice(row, today) for row in rows],
-                "totals": totals.render(),
-                "page": {
-                    "limit": query.limit,
-                    "offset": query.offset,
-                    "next_cursor": next_cursor,
-                    "has_more": has_more,
-                },
-            }
-        )
+        return {
+            "customer_id": local_customer_id,
+            "status": query.status,
+            "sort": query.sort.token,
+            "as_of": today.isoformat(),
+            "invoices": [render_invoice(row, today) for row in rows],
+            "totals": totals.render(),
+            "page": {
+                "limit": query.limit,
+                "offset": query.offset,
+                "next_cursor": next_cursor,
+                "has_more": has_more,
+            },
+        }
 
     async def refresh_invoices(request: Request) -> Response:
         local_customer_id = _customer_id(request)

@@ -7,11 +7,13 @@ filters, no transactions, no `$expr`, no aggregation beyond plain finds.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -20,6 +22,9 @@ from services.api.readmodel import Totals
 from services.common.mongo import Document, IndexSpec, ensure_indexes, find_by_ids
 
 READ_INVOICES = "read_invoices"
+# One document per customer (`<realm_id>:<qbo_customer_id>`) whose `revision` changes after
+# every projected batch that touched its invoices: what cached listings are validated against.
+READ_CUSTOMERS = "read_customers"
 INDEXES = [
     IndexSpec(READ_INVOICES, [("realm_id", 1), ("qbo_customer_id", 1)], "realm_customer"),
     IndexSpec(READ_INVOICES, [("local_customer_id", 1)], "local_customer"),
@@ -48,6 +53,7 @@ class ReadInvoices:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._collection = db[READ_INVOICES]
+        self._customers = db[READ_CUSTOMERS]
         self._db = db
 
     async def prepare(self) -> None:
@@ -92,7 +98,8 @@ class ReadInvoices:
             if held is None or doc["version"] > docs[held]["version"]:
                 newest[doc["_id"]] = i
         applied: list[Applied | None] = [Applied.STALE] * len(docs)
-        stored = await self.versions(list(newest))
+        stored_docs = await self.held(list(newest))
+        stored = {doc["_id"]: int(doc["version"]) for doc in stored_docs}
         cut = len(docs)  # the docs from here on are left for later
         older = [i for k, i in newest.items() if k in stored and stored[k] < docs[i]["version"]]
         for n, i in enumerate(sorted(older)):
@@ -114,7 +121,29 @@ class ReadInvoices:
                 for i in inserts:
                     applied[i] = Applied.STORED
         applied[cut:] = [None] * (len(docs) - cut)
+        # Every customer of the batch gets a new revision, written or stale alike (a stale doc
+        # may be a redelivery after a crash that wrote it but never stamped its customer), and
+        # so does the customer an invoice was moved away from.
+        await self._touch([*(docs[i] for i in newest.values() if i < cut), *stored_docs])
         return applied
+
+    async def _touch(self, docs: Iterable[Document]) -> None:
+        customers = sorted({key for doc in docs if (key := customer_key(doc)) is not None})
+        if customers:
+            revision = uuid.uuid4().hex
+            await self._customers.bulk_write(
+                [
+                    UpdateOne({"_id": c}, {"$set": {"revision": revision}}, upsert=True)
+                    for c in customers
+                ],
+                ordered=False,
+            )
+
+    async def revision(self, customer: Document) -> str | None:
+        """The customer's current revision; None when the projector never stamped it."""
+        key = customer_key(customer)
+        doc = await self._customers.find_one({"_id": key}) if key is not None else None
+        return str(doc["revision"]) if doc is not None else None
 
     async def _replace(self, doc: Document, held: int) -> Applied:
         """Store `doc` over the version just read as stored: a compare-and-set on equalities,
@@ -155,10 +184,15 @@ class ReadInvoices:
             }
         )
 
+    async def held(self, keys: Sequence[str]) -> list[Document]:
+        """The stored version and customer of each of `keys` that is stored."""
+        return await find_by_ids(
+            self._collection, keys, {"version": 1, "realm_id": 1, "qbo_customer_id": 1}
+        )
+
     async def versions(self, keys: Sequence[str]) -> dict[str, int]:
         """The stored version of each of `keys` that is stored."""
-        docs = await find_by_ids(self._collection, keys, {"version": 1})
-        return {doc["_id"]: int(doc["version"]) for doc in docs}
+        return {doc["_id"]: int(doc["version"]) for doc in await self.held(keys)}
 
     async def page(
         self, customer: Document, query: InvoiceListQuery, today: date
@@ -190,6 +224,15 @@ class ReadInvoices:
 
     async def drop(self) -> None:
         await self._collection.drop()
+        await self._customers.drop()
+
+
+def customer_key(doc: Document) -> str | None:
+    """`<realm_id>:<qbo_customer_id>` of an invoice or a customer filter, if it names both."""
+    realm, customer = doc.get("realm_id"), doc.get("qbo_customer_id")
+    if isinstance(realm, str) and isinstance(customer, str):
+        return f"{realm}:{customer}"
+    return None
 
 
 class SyncRecords:

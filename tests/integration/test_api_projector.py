@@ -510,8 +510,8 @@ class RacedReadInvoices(ReadInvoices):
         super().__init__(db)
         self.others = others
 
-    async def versions(self, keys: Sequence[str]) -> dict[str, int]:
-        found = await super().versions(keys)
+    async def held(self, keys: Sequence[str]) -> list[Document]:
+        found = await super().held(keys)
         if self.others:
             await self._collection.insert_many(self.others)
             self.others = []

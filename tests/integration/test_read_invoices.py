@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 class OutdatedReads(ReadInvoices):
     """Reads every stored version as 1, as if another writer moved them on just after."""
 
-    async def versions(self, keys: Sequence[str]) -> dict[str, int]:
-        return dict.fromkeys(keys, 1)
+    async def held(self, keys: Sequence[str]) -> list[Document]:
+        return [{"_id": key, "version": 1} for key in keys]
 
 
 def doc(invoice_id: str, version: int) -> Document:
