@@ -8,6 +8,7 @@ together by an outbox entry written before the invoices and deleted after their 
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +30,7 @@ from services.sync.quickbooks.mapping import CustomerFacts, InvoiceRecord
 log = structlog.get_logger(__name__)
 
 _MAX_REASON = 1000
+CLEAN_REALM_S = 60.0  # how long a realm found without rejected invoices is taken as such
 _MAX_RAW = 256 * 1024  # an invoice is a few KB; the cap only keeps one entry well under 16 MB
 
 INDEXES = [
@@ -683,16 +685,27 @@ class RejectedInvoices:
     until QuickBooks is fixed. Storing a later version of the invoice removes its entry.
     """
 
-    def __init__(self, db: AsyncDatabase[Document], clock: Clock) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        clock: Clock,
+        clean_for: float = CLEAN_REALM_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._rejected = db["rejected_invoices"]
         self._clock = clock
         self.counts: Counter[str] = Counter()  # rejections seen by this process, per realm
+        # Per realm: when it was last found with (False) or without (True) entries.
+        self._clean: dict[str, tuple[float, bool]] = {}
+        self._clean_for = clean_for
+        self._monotonic = monotonic
 
     async def record(
         self, rejections: Sequence[InvoiceRejection], source: str, command_id: str | None
     ) -> None:
         now = self._clock()
         for rejection in rejections:
+            self._clean[rejection.realm_id] = (self._monotonic(), False)
             self.counts[rejection.realm_id] += 1
             log.error(
                 "invoice.rejected",
@@ -722,9 +735,28 @@ class RejectedInvoices:
             )
 
     async def resolve(self, keys: Sequence[str]) -> None:
-        """Forget the entries of invoices that have now been stored."""
-        if keys:
-            await self._rejected.delete_many({"_id": {"$in": list(keys)}})
+        """Forget the entries of invoices that have now been stored.
+
+        Nearly every realm has no entry at all, so a realm found without any is remembered for
+        `clean_for` seconds and its writes clear nothing meanwhile (one count per realm and
+        period instead of one delete per page). Entries are recorded by the realm's owner,
+        which forgets the realm's clean state when it records one; an entry recorded by
+        another process during a partition move can outlive its invoice's next store by that
+        long (docs/design.md invariant 9).
+        """
+        if not keys:
+            return
+        now = self._monotonic()
+        pending: list[str] = []
+        for realm_id in sorted({key.split(":", 1)[0] for key in keys}):
+            known = self._clean.get(realm_id)
+            if known is None or now - known[0] >= self._clean_for:
+                none = await self._rejected.find_one({"realm_id": realm_id}, {"_id": 1}) is None
+                known = self._clean[realm_id] = (now, none)
+            if not known[1]:
+                pending.extend(k for k in keys if k.split(":", 1)[0] == realm_id)
+        if pending:
+            await self._rejected.delete_many({"_id": {"$in": pending}})
 
     async def list(self, realm_id: str | None = None, limit: int = 100) -> list[Document]:
         query: Document = {"realm_id": realm_id} if realm_id is not None else {}
