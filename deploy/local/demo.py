@@ -17,8 +17,9 @@ import aiohttp
 from yarl import URL
 
 LOCAL_CUSTOMER = "demo-customer"
+DEV_API_TOKEN = "dev-token"  # noqa: S105 - local mode's published token
 SYNC_TOKEN = os.environ.get("QBO_DEMO_SYNC_TOKEN", "dev-sync-token")
-API_TOKEN = os.environ.get("QBO_DEMO_API_TOKEN", "dev-token")
+API_TOKEN = os.environ.get("QBO_DEMO_API_TOKEN", DEV_API_TOKEN)
 SYNC_AUTH = {"Authorization": f"Bearer {SYNC_TOKEN}"}
 
 
@@ -65,7 +66,8 @@ async def main(sync_url: str, api_url: str, realm_id: str) -> int:
                 return 1
     name = mapping["mapping"]["display_name"]
     print(f"[demo] connected realm {realm_id}; {LOCAL_CUSTOMER} is mapped to QBO customer {name!r}")
-    token = API_TOKEN if API_TOKEN == "dev-token" else "<API token>"
+    # A token of one's own is a secret: not printed.
+    token = API_TOKEN if API_TOKEN == DEV_API_TOKEN else "<API token>"
     print(f"[demo] dashboard: {api_url}/?customer={LOCAL_CUSTOMER}#token={token}")
     return 0
 
