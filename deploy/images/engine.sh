@@ -20,7 +20,8 @@ root="$(cd "$here/../.." && pwd)"
 state="${QBO_LOCAL_DIR:-$root/.local}"
 pidfile="$state/run/dockerd.pid"
 compose_version=v2.29.7
-plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+# Where the docker CLI looks for plugins (CI may run without HOME).
+plugins="${DOCKER_CONFIG:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.docker}/cli-plugins"
 
 say() { printf '[engine] %s\n' "$*" >&2; }
 die() { printf '[engine] error: %s\n' "$*" >&2; exit 1; }
@@ -30,8 +31,9 @@ answers() { timeout 20 docker info >/dev/null 2>&1; }
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 apt_install() { # apt_install PACKAGE…: Debian's packages, without starting their services
-  [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null \
-    || die "install Debian's $* (apt-get install $*, as root)"
+  if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    die "install Debian's $* (apt-get install $*, as root)"
+  fi
   say "installing Debian's $* with apt-get (first run only)"
   local policy=/usr/sbin/policy-rc.d ours=0
   if [[ ! -e "$policy" ]]; then
@@ -81,7 +83,7 @@ compose_ok() { # docker compose 2.24 or later (`!reset` in the override)
 install_compose() {
   compose_ok && return 0
   command -v go >/dev/null || die "Docker Compose 2.24+ is missing, and Go is needed to build it"
-  say "building Docker Compose $compose_version with go install (first run only, ~2 minutes)"
+  say "building Docker Compose $compose_version with go install (first run only, 2 to 4 minutes)"
   local bin
   bin="$(mktemp -d)"
   GOBIN="$bin" GOFLAGS=-mod=mod go install \

@@ -44,6 +44,7 @@ fi
   -postgresql-url "postgres:///ferretdb?host=$socket&user=ferretdb&pool_max_conns=16" &
 ferretdb=$!
 
+# shellcheck disable=SC2329 # the trap below calls it
 stop() {
   kill -TERM "$ferretdb" 2>/dev/null || true
   wait "$ferretdb" || true

@@ -24,6 +24,7 @@ write_properties() {
     settings+=("${name//@/_}=${!var}")
   done
   if ((${#settings[@]} == 0)); then
+    # shellcheck disable=SC2054 # the commas are inside the values
     settings=(
       process.roles=broker,controller
       node.id=1
