@@ -34,6 +34,7 @@ def setup(app: web.Application) -> None:
     r.add_post(realm + "/customers", _wrap(create_customer))
     r.add_get(realm + "/customers/{entity_id}", _wrap(get_customer))
     r.add_post(realm + "/customers/{entity_id}", _wrap(update_customer))
+    r.add_post(realm + "/customers/{entity_id}/merge", _wrap(merge_customer))
     r.add_post(realm + "/invoices", _wrap(create_invoice))
     r.add_get(realm + "/invoices/{entity_id}", _wrap(get_invoice))
     r.add_post(realm + "/invoices/{entity_id}", _wrap(update_invoice))
@@ -123,6 +124,31 @@ async def update_customer(request: web.Request) -> web.Response:
     return json_response({CUSTOMER: updated})
 
 
+async def merge_customer(request: web.Request) -> web.Response:
+    """Merge the customer into ``{"into": <survivor id>}``, as renaming it to the survivor's
+    name does in QBO. ``?notify=false`` loses the Merge webhook (CDC still sees the changes)."""
+    state = request.app[STATE_KEY]
+    payload = await _body(request)
+    survivor = payload.get("into")
+    if not isinstance(survivor, str) or not survivor:
+        raise _BadRequest("into must be the surviving customer's Id")
+    merged = state.merge_customers(
+        request.match_info["realm_id"],
+        request.match_info["entity_id"],
+        survivor,
+        notify=_notify(request),
+    )
+    return json_response(merged)
+
+
+def _notify(request: web.Request) -> bool:
+    """``?notify=false`` makes a change whose webhook is lost (CDC and reads still see it)."""
+    value = request.query.get("notify", "true").lower()
+    if value not in {"true", "false"}:
+        raise _BadRequest("notify must be true or false")
+    return value == "true"
+
+
 async def create_invoice(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     fields = _unwrap(await _body(request), INVOICE)
@@ -147,7 +173,7 @@ async def update_invoice(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     fields = _unwrap(await _body(request), INVOICE)
     updated = state.update_invoice(
-        request.match_info["realm_id"], request.match_info["entity_id"], fields
+        request.match_info["realm_id"], request.match_info["entity_id"], fields, _notify(request)
     )
     return json_response({INVOICE: updated})
 
@@ -160,7 +186,9 @@ async def void_invoice(request: web.Request) -> web.Response:
 
 async def delete_invoice(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    deleted = state.delete_invoice(request.match_info["realm_id"], request.match_info["entity_id"])
+    deleted = state.delete_invoice(
+        request.match_info["realm_id"], request.match_info["entity_id"], _notify(request)
+    )
     return json_response({INVOICE: deleted})
 
 

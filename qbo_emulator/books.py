@@ -145,6 +145,7 @@ class Change(NamedTuple):
     entity: str
     entity_id: str
     operation: str  # Create | Update | Delete | Void | Emailed | Merge
+    deleted_id: str | None = None  # Merge only: the absorbed entity (``entity_id`` survives)
 
 
 class Stored:
@@ -414,6 +415,60 @@ class RealmBooks:
                 data[key_name] = copy.deepcopy(value)
         self._names[key] = entity_id
         return data
+
+    def merge_customers(
+        self, absorbed_id: str, survivor_id: str, notify: bool = True
+    ) -> dict[str, Any]:
+        """QBO's customer merge: the absorbed customer's transactions move to the survivor.
+
+        As QBO does it (a customer is renamed to another's name and confirmed as a merge): the
+        absorbed customer stays readable but inactive, its name marked "(deleted)"; each of its
+        invoices names the survivor in ``CustomerRef`` with a new ``SyncToken`` (in the change
+        log, so CDC sees them, but without webhooks of their own); one ``Merge`` change of the
+        survivor carries the absorbed id (``deletedId`` / ``data.deletedid`` in webhooks).
+        """
+        absorbed = self.get_stored(CUSTOMER, absorbed_id)
+        survivor = self.get_stored(CUSTOMER, survivor_id)
+        if absorbed is survivor:
+            raise _invalid("Id", "a customer cannot be merged into itself")
+        if absorbed.data.get("Active") is not True or survivor.data.get("Active") is not True:
+            raise _invalid("Active", "only active customers can be merged")
+        moved = list(self.invoices_by_customer.get(absorbed.data["Id"], {}))
+        ref = _ref(survivor)
+        for invoice_id in moved:
+            stored = self.entities[INVOICE][invoice_id]
+            data = copy.deepcopy(stored.data)
+            data["CustomerRef"] = dict(ref)
+            ts, seq = self._change_clock.tick()
+            self._bump(data, stored, ts)
+            self._adjust_balance(absorbed.data["Id"], -data["Balance"])
+            self._adjust_balance(survivor.data["Id"], data["Balance"])
+            self.invoices_by_customer.setdefault(survivor.data["Id"], {})[invoice_id] = None
+            self._record(Change(seq, ts, INVOICE, invoice_id, "Update"), notify=False)
+        self.invoices_by_customer.pop(absorbed.data["Id"], None)
+        data = copy.deepcopy(absorbed.data)
+        old_key = data["DisplayName"].casefold()
+        name = self._deleted_name(data["DisplayName"])
+        data.update({"DisplayName": name, "FullyQualifiedName": name, "Active": False})
+        ts, seq = self._change_clock.tick()
+        self._bump(data, absorbed, ts)
+        del self._names[old_key]
+        self._names[name.casefold()] = data["Id"]
+        self._record(Change(seq, ts, CUSTOMER, data["Id"], "Update"), notify=False)
+        ts, seq = self._change_clock.tick()
+        merge = Change(seq, ts, CUSTOMER, survivor.data["Id"], "Merge", data["Id"])
+        self._record(merge, notify)
+        return {
+            "survivor": copy.deepcopy(survivor.data),
+            "absorbed": copy.deepcopy(data),
+            "moved_invoices": moved,
+        }
+
+    def _deleted_name(self, name: str) -> str:
+        candidate, n = f"{name} (deleted)", 1
+        while candidate.casefold() in self._names:
+            candidate, n = f"{name} (deleted-{n})", n + 1
+        return candidate
 
     # --------------------------------------------------------------- invoices
     def create_invoice(self, fields: Mapping[str, Any], notify: bool = True) -> Entity:

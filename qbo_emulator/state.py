@@ -99,17 +99,24 @@ class EmulatorState:
     def get_customer(self, realm_id: str, customer_id: str) -> Entity:
         return self.realm(realm_id).get(CUSTOMER, str(customer_id))
 
+    def merge_customers(
+        self, realm_id: str, absorbed_id: str, survivor_id: str, notify: bool = True
+    ) -> dict[str, Any]:
+        return self.realm(realm_id).merge_customers(str(absorbed_id), str(survivor_id), notify)
+
     def create_invoice(self, realm_id: str, fields: Mapping[str, Any]) -> Entity:
         return self.realm(realm_id).create_invoice(fields)
 
-    def update_invoice(self, realm_id: str, invoice_id: str, fields: Mapping[str, Any]) -> Entity:
-        return self.realm(realm_id).update_invoice(str(invoice_id), fields)
+    def update_invoice(
+        self, realm_id: str, invoice_id: str, fields: Mapping[str, Any], notify: bool = True
+    ) -> Entity:
+        return self.realm(realm_id).update_invoice(str(invoice_id), fields, notify)
 
     def void_invoice(self, realm_id: str, invoice_id: str) -> Entity:
         return self.realm(realm_id).void_invoice(str(invoice_id))
 
-    def delete_invoice(self, realm_id: str, invoice_id: str) -> Entity:
-        return self.realm(realm_id).delete_invoice(str(invoice_id))
+    def delete_invoice(self, realm_id: str, invoice_id: str, notify: bool = True) -> Entity:
+        return self.realm(realm_id).delete_invoice(str(invoice_id), notify)
 
     def create_payment(self, realm_id: str, fields: Mapping[str, Any]) -> Entity:
         return self.realm(realm_id).create_payment(fields)

@@ -82,14 +82,15 @@ def cloudevents_source(client_id: str) -> str:
 def legacy_payload(events: Sequence[tuple[str, Change]]) -> dict[str, Any]:
     by_realm: dict[str, list[dict[str, str]]] = {}
     for realm_id, change in events:
-        by_realm.setdefault(realm_id, []).append(
-            {
-                "name": change.entity,
-                "id": change.entity_id,
-                "operation": change.operation,
-                "lastUpdated": format_utc_millis(change.ts),
-            }
-        )
+        entity = {
+            "name": change.entity,
+            "id": change.entity_id,
+            "operation": change.operation,
+            "lastUpdated": format_utc_millis(change.ts),
+        }
+        if change.deleted_id is not None:
+            entity["deletedId"] = change.deleted_id
+        by_realm.setdefault(realm_id, []).append(entity)
     return {
         "eventNotifications": [
             {"realmId": realm_id, "dataChangeEvent": {"entities": entities}}
@@ -109,7 +110,7 @@ def cloudevents_payload(events: Sequence[tuple[str, Change]], source: str) -> li
             "time": format_utc_micros(change.ts),
             "intuitentityid": change.entity_id,
             "intuitaccountid": realm_id,
-            "data": {},
+            "data": {} if change.deleted_id is None else {"deletedid": change.deleted_id},
         }
         for realm_id, change in events
     ]

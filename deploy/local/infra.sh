@@ -29,6 +29,8 @@ controller_port="${QBO_KAFKA_CONTROLLER_PORT:-9093}"
 mongo_port="${QBO_MONGO_PORT:-27017}"
 pg_port="${QBO_POSTGRES_PORT:-15432}"
 kafka_heap="${QBO_KAFKA_HEAP:--Xms256m -Xmx768m}"
+# FerretDB's PostgreSQL connections (see start_ferretdb: too few can deadlock FerretDB v1).
+ferret_pool="${QBO_FERRETDB_POOL:-200}"
 
 kafka_libs="$state/kafka/libs"
 kafka_data="$state/kafka/data"
@@ -218,6 +220,7 @@ start_postgres() {
   setsid nohup "${as_pg_user[@]}" "$pg_bin/postgres" -D "$pg_data" -p "$pg_port" \
       -c listen_addresses=127.0.0.1 -c unix_socket_directories="$pg_socket" \
       -c jit=off -c log_min_messages=warning -c log_line_prefix='%m [%p] ' \
+      -c max_connections=$((ferret_pool + 20)) \
     >>"$logs/postgres.log" 2>&1 </dev/null &
   echo $! >"$run/postgres.pid"
 }
@@ -278,9 +281,12 @@ start_kafka() {
 start_ferretdb() {
   if alive ferretdb; then say "ferretdb already running on 127.0.0.1:$mongo_port"; return 0; fi
   check_port_free mongo "$mongo_port"
-  # Over the unix socket, as the trusted superuser; pgx's default pool (4 connections on 2 cores)
-  # would queue the services' concurrent requests.
-  local url="postgres:///$pg_database?host=$pg_socket&port=$pg_port&user=$pg_role&pool_max_conns=16"
+  # Over the unix socket, as the trusted superuser. The pool is sized far above the concurrency
+  # the services and tests reach: FerretDB v1 runs an update or findAndModify by holding one pooled
+  # connection for its read while it takes a second one for the write, so as many concurrent
+  # writes as the pool has connections deadlock the server for good (docs/design.md, "Local
+  # engine notes"). PostgreSQL's max_connections leaves room for it (connections open on demand only).
+  local url="postgres:///$pg_database?host=$pg_socket&port=$pg_port&user=$pg_role&pool_max_conns=$ferret_pool"
   setsid nohup "$ferret_bin" -listen-addr "127.0.0.1:$mongo_port" -postgresql-url "$url" \
     >>"$logs/ferretdb.log" 2>&1 </dev/null &
   echo $! >"$run/ferretdb.pid"

@@ -107,8 +107,12 @@ OPENAPI: dict[str, Any] = {
                     "currency",
                     "total_amt",
                     "balance",
+                    "exchange_rate",
+                    "home_total_amt",
+                    "home_balance",
                     "status",
                     "overdue",
+                    "partially_paid",
                     "deleted",
                     "version",
                     "last_updated_time",
@@ -120,13 +124,56 @@ OPENAPI: dict[str, Any] = {
                     "doc_number": _nullable({"type": "string"}),
                     "txn_date": _nullable(_DATE),
                     "due_date": _nullable(_DATE),
-                    "currency": _nullable({"type": "string", "pattern": "^[A-Z]{3}$"}),
+                    "currency": _nullable(
+                        {
+                            "type": "string",
+                            "pattern": "^[A-Z]{3}$",
+                            "description": "The currency of total_amt and balance.",
+                        }
+                    ),
                     "total_amt": _MONEY,
                     "balance": _MONEY,
+                    "exchange_rate": _nullable(
+                        {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "description": (
+                                "Multicurrency companies only: home-currency units per one "
+                                "unit of `currency`, as recorded on the invoice in QBO. Null "
+                                "when QBO sent none."
+                            ),
+                        }
+                    ),
+                    "home_total_amt": _nullable(
+                        {
+                            **_MONEY,
+                            "description": (
+                                "total_amt in the company's home currency, as QBO computed it "
+                                "(invoices in a foreign currency of a multicurrency company). "
+                                "Null: total_amt is already in the home currency."
+                            ),
+                        }
+                    ),
+                    "home_balance": _nullable(
+                        {
+                            **_MONEY,
+                            "description": (
+                                "balance in the company's home currency, as QBO computed it. "
+                                "Null: balance is already in the home currency."
+                            ),
+                        }
+                    ),
                     "status": {"enum": INVOICE_STATUSES},
                     "overdue": {
                         "type": "boolean",
                         "description": "Open with a due date before today (UTC).",
+                    },
+                    "partially_paid": {
+                        "type": "boolean",
+                        "description": (
+                            "Open with a payment applied: 0 < balance < total_amt. Independent "
+                            "of `overdue` (an invoice may be both); `status` stays `open`."
+                        ),
                     },
                     "deleted": {"type": "boolean"},
                     "version": {"type": "integer", "minimum": 0},
@@ -252,6 +299,10 @@ OPENAPI: dict[str, Any] = {
                     "realm_id",
                     "qbo_customer_id",
                     "display_name",
+                    "active",
+                    "qbo_sync_token",
+                    "merged_from",
+                    "customer_read_at",
                     "mapped_at",
                     "last_synced_at",
                     "last_sync_command_id",
@@ -260,7 +311,37 @@ OPENAPI: dict[str, Any] = {
                     "local_customer_id": {"type": "string"},
                     "realm_id": {"type": "string"},
                     "qbo_customer_id": _nullable({"type": "string"}),
-                    "display_name": _nullable({"type": "string"}),
+                    "display_name": _nullable(
+                        {"type": "string", "description": "QBO's DisplayName as last read."}
+                    ),
+                    "active": _nullable(
+                        {
+                            "type": "boolean",
+                            "description": (
+                                "QBO's Active as last read: false for a customer made inactive "
+                                "or merged away; null until the customer was read."
+                            ),
+                        }
+                    ),
+                    "qbo_sync_token": _nullable(
+                        {
+                            "type": "string",
+                            "pattern": "^[0-9]+$",
+                            "description": "QBO's SyncToken of the customer as last read.",
+                        }
+                    ),
+                    "merged_from": _nullable(
+                        {
+                            "type": "string",
+                            "description": (
+                                "The QBO customer this mapping named before QBO merged it into "
+                                "`qbo_customer_id`."
+                            ),
+                        }
+                    ),
+                    "customer_read_at": _nullable(
+                        {**_TIMESTAMP, "description": "When the QBO customer was last read."}
+                    ),
                     "mapped_at": _nullable(_TIMESTAMP),
                     "last_synced_at": _nullable(
                         {**_TIMESTAMP, "description": "End of the last successful refresh."}
@@ -345,7 +426,11 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "status",
                         "in": "query",
-                        "description": "overdue = open with a due date before today (UTC).",
+                        "description": (
+                            "overdue = open with a due date before today (UTC); "
+                            "partially_paid = open with a payment applied (0 < balance < "
+                            "total_amt), overdue or not. Both are subsets of open."
+                        ),
                         "schema": {"enum": list(STATUSES), "default": "all"},
                     },
                     {

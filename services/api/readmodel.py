@@ -1,8 +1,9 @@
 """The invoice read model: InvoiceUpdated events in, API representations out. Pure code, no I/O.
 
 A `read_invoices` document (docs/data-model.md) is a flattened copy of the newest event the
-projector has seen for an invoice, with money as integer micros. Rendering turns micros back
-into exact `Decimal`s, which `jsoncodec` writes digit for digit (docs/design.md invariant 7).
+projector has seen for an invoice, with money as exact decimal text (integer micros in
+documents of the earlier form). Rendering turns them back into exact `Decimal`s, which
+`jsoncodec` writes digit for digit (docs/design.md invariant 7).
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def _amount(data: Mapping[str, Any], name: str) -> dict[str, Any]:
         raise UnprojectableEvent(f"data.{name}: {exc}") from None
 
 
+def _optional_amount(data: Mapping[str, Any], name: str) -> str | None:
+    # Events emitted before the multicurrency fields existed lack them: stored as None.
+    value = data.get(name)
+    try:
+        return None if value is None else money.to_text(money.amount(value))
+    except InexactAmount as exc:
+        raise UnprojectableEvent(f"data.{name}: {exc}") from None
+
+
+def is_partially_paid(status: str, total_amt: Decimal, balance: Decimal) -> bool:
+    """Open with a payment applied: something is still owed, less than the total.
+
+    Independent of overdue (docs/design.md, "Invoice status"): an overdue invoice may be
+    partially paid too, and `status` stays `open` for both, so filters keep their meaning.
+    """
+    return status == "open" and 0 < balance < total_amt
+
+
 def read_invoice(event: Mapping[str, Any], projected_at: datetime) -> Document:
     """The read-model document for a schema-valid InvoiceUpdated event."""
     data = event["data"]
@@ -50,6 +69,11 @@ def read_invoice(event: Mapping[str, Any], projected_at: datetime) -> Document:
     if version > _INT64_MAX:
         raise UnprojectableEvent("data.version is too large")
     deleted = bool(data["deleted"])
+    status = "deleted" if deleted else data["status"]
+    total_amt, balance = _amount(data, "total_amt"), _amount(data, "balance")
+    partially_paid = is_partially_paid(
+        status, money.stored_amount(total_amt, "total_amt"), money.stored_amount(balance, "balance")
+    )
     return {
         "_id": invoice_key(realm_id, invoice_id),
         "local_customer_id": data["local_customer_id"],
@@ -60,10 +84,15 @@ def read_invoice(event: Mapping[str, Any], projected_at: datetime) -> Document:
         "txn_date": data.get("txn_date"),
         "due_date": data["due_date"],
         "currency": data["currency"],
-        **_amount(data, "total_amt"),
-        **_amount(data, "balance"),
+        **total_amt,
+        **balance,
+        "exchange_rate": _optional_amount(data, "exchange_rate"),
+        "home_total_amt": _optional_amount(data, "home_total_amt"),
+        "home_balance": _optional_amount(data, "home_balance"),
         # The deleted flag wins: a deleted invoice is shown as deleted whatever it owed before.
-        "status": "deleted" if deleted else data["status"],
+        "status": status,
+        # Stored, not only rendered, so the status filter is an equality on it (listing.py).
+        "partially_paid": partially_paid,
         "deleted": deleted,
         "version": version,
         "last_updated_time": data["last_updated_time"],
@@ -87,6 +116,8 @@ def iso_timestamp(value: Any) -> str | None:
 
 def render_invoice(doc: Mapping[str, Any], today: date) -> dict[str, Any]:
     """One invoice as the API shows it (OpenAPI schema `Invoice`)."""
+    total_amt = money.stored_amount(doc, "total_amt")
+    balance = money.stored_amount(doc, "balance")
     return {
         "invoice_id": doc["invoice_id"],
         "realm_id": doc["realm_id"],
@@ -95,10 +126,16 @@ def render_invoice(doc: Mapping[str, Any], today: date) -> dict[str, Any]:
         "txn_date": doc.get("txn_date"),
         "due_date": doc.get("due_date"),
         "currency": doc.get("currency"),
-        "total_amt": money.stored_amount(doc, "total_amt"),
-        "balance": money.stored_amount(doc, "balance"),
+        "total_amt": total_amt,
+        "balance": balance,
+        "exchange_rate": money.stored_optional(doc, "exchange_rate"),
+        "home_total_amt": money.stored_optional(doc, "home_total_amt"),
+        "home_balance": money.stored_optional(doc, "home_balance"),
         "status": doc["status"],
         "overdue": is_overdue(doc, today),
+        # Computed again rather than read: a document projected before the flag existed has
+        # none, and its amounts say the same.
+        "partially_paid": is_partially_paid(doc["status"], total_amt, balance),
         "deleted": bool(doc.get("deleted")),
         "version": int(doc["version"]),
         "last_updated_time": iso_timestamp(doc.get("last_updated_time")),

@@ -92,6 +92,11 @@ def _not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", what)
 
 
+def _text_or_none(value: Any) -> str | None:
+    # QBO's SyncToken is a decimal string; it is stored as an integer so it can be compared.
+    return None if value is None else str(value)
+
+
 def render_customer(
     mapping: Mapping[str, Any],
     connection: Mapping[str, Any] | None,
@@ -107,6 +112,11 @@ def render_customer(
         "realm_id": mapping["realm_id"],
         "qbo_customer_id": mapping.get("qbo_customer_id"),
         "display_name": mapping.get("display_name"),
+        # The QBO customer as of the last read; `active` None until one was read.
+        "active": mapping.get("active"),
+        "qbo_sync_token": _text_or_none(mapping.get("qbo_sync_token")),
+        "merged_from": mapping.get("merged_from"),
+        "customer_read_at": iso_timestamp(mapping.get("customer_read_at")),
         "mapped_at": iso_timestamp(mapping.get("mapped_at")),
         "last_synced_at": iso_timestamp(mapping.get("last_synced_at")),
         "last_sync_command_id": mapping.get("last_sync_command_id"),

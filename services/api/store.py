@@ -139,11 +139,21 @@ class ReadInvoices:
                 applied[i] = await self.apply(docs[i])
 
     async def without_sort_keys(self) -> int:
-        """Documents written before amounts had exact text and sort keys (integer micros only).
-        They are read correctly, but sort among the nulls by total or balance until the read
-        model is rebuilt (`python -m services.api.projector --rebuild`); nothing rewrites them
-        behind the operator's back."""
-        return await self._collection.count_documents({"total_amt_key": {"$exists": False}})
+        """Documents written before amounts had exact text and sort keys (integer micros only),
+        or before the `partially_paid` flag. They are read correctly, but sort among the nulls
+        by total or balance (or escape the partially_paid filter) until the read model is
+        rebuilt (`python -m services.api.projector --rebuild`); nothing rewrites them behind
+        the operator's back."""
+        return await self._collection.count_documents(
+            {
+                "$or": [
+                    {"total_amt_key": {"$exists": False}},
+                    # Projected before `partially_paid` was stored: shown right, but missed by
+                    # the partially_paid filter until the rebuild.
+                    {"partially_paid": {"$exists": False}},
+                ]
+            }
+        )
 
     async def versions(self, keys: Sequence[str]) -> dict[str, int]:
         """The stored version of each of `keys` that is stored."""

@@ -169,3 +169,16 @@ def stored_amount(doc: Mapping[str, Any], name: str) -> Decimal:
         return from_text(text)
     micros = doc.get(f"{name}_micros")
     return from_micros(int(micros)) if micros is not None else Decimal("0.00")
+
+
+def optional_text(value: Decimal | None) -> str | None:
+    """An amount that may be absent (the home-currency amounts, an exchange rate) as stored:
+    its exact text, or None. No micros or sort key: no earlier reader knows these fields, and
+    nothing sorts on them."""
+    return None if value is None else to_text(value)
+
+
+def stored_optional(doc: Mapping[str, Any], name: str) -> Decimal | None:
+    """An optional amount read back; None when the document has none (or predates it)."""
+    text = doc.get(name)
+    return from_text(text) if isinstance(text, str) else None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -109,6 +110,7 @@ class SyncService:
     links: ConnectLinks
     mongo_commands: CommandCounter | None = None
     worker_task: asyncio.Task[None] | None = None
+    webhook_rejections: Counter[str] = field(default_factory=Counter)
 
     def start_worker(self, stop: asyncio.Event) -> asyncio.Task[None]:
         """Run the command consumer in the background; `/readyz` follows it."""
@@ -145,6 +147,9 @@ class SyncService:
                 # Invoices QBO sent that could not be stored, since this process started;
                 # the entries themselves are at /rejected-invoices.
                 "rejected_invoices_by_realm": dict(self.deps.rejected.counts),
+                # Malformed events of signed webhook deliveries (taken event by event, the
+                # rest of each delivery synced), since this process started, by reason.
+                "webhook_events_rejected_by_reason": dict(self.webhook_rejections),
             }
             if self.mongo_commands is not None:
                 body["mongo_commands"] = self.mongo_commands.rows()
@@ -167,7 +172,9 @@ class SyncService:
             *guard.routes(
                 Rule.WEBHOOK_SIGNATURE,
                 webhook_routes(
-                    self.settings.qbo_webhook_verifier_token.get_secret_value(), self.publish
+                    self.settings.qbo_webhook_verifier_token.get_secret_value(),
+                    self.publish,
+                    rejections=self.webhook_rejections,
                 ),
             ),
         ]

@@ -20,13 +20,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.common import jsoncodec
-from services.common.money import stored_amount
+from services.common.money import stored_amount, stored_optional
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
 from services.sync.store import InvoiceStore, Outbox
 
 EVENT_TYPE = "dev.qbo-sync.invoice.updated.v1"
 EVENT_SOURCE = "qbo-sync/sync"
+_MULTICURRENCY_FIELDS = ("exchange_rate", "home_total_amt", "home_balance")
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,12 @@ def invoice_updated(doc: Document) -> dict[str, Any]:
     }
     if sync_token >= 0:
         data["sync_token"] = str(sync_token)
+    for name in _MULTICURRENCY_FIELDS:
+        # Only when QBO sent it: a document stored before these fields existed (or of a company
+        # without multicurrency) gives the same bytes it gave then (invariant 4).
+        value = stored_optional(doc, name)
+        if value is not None:
+            data[name] = value
     return {
         "specversion": "1.0",
         "id": f"invoice/{realm_id}/{invoice_id}/v{version}",

@@ -16,13 +16,16 @@ import structlog
 from bson.errors import InvalidDocument
 
 from services.common import jsoncodec
-from services.common.messages import MapCustomer, RefreshInvoices, SyncChanges
+from services.common.messages import EntityChange, MapCustomer, RefreshInvoices, SyncChanges
 from services.common.mongo import Document
 from services.sync.events import InvoiceEvents
 from services.sync.quickbooks.client import QboClient
 from services.sync.quickbooks.mapping import (
+    CustomerFacts,
     InvoiceRecord,
+    UnmappableCustomer,
     UnmappableInvoice,
+    customer_facts,
     deleted_stub,
     invoice_record,
     parse_qbo_datetime,
@@ -193,33 +196,130 @@ async def refresh_invoices(
     # ReauthRequired or NotConnected otherwise).
     await deps.vault.access_token(command.realm_id)
 
-    select = Select("Invoice").where("CustomerRef", "=", mapping.qbo_customer_id).order_by("Id")
     # Events owed by an earlier attempt of this command that died between write and produce.
     emitted = await deps.events.flush(command_id=command.command_id) if owed else 0
-    # One read of what is stored for this customer, not one per page (see StoredVersions).
-    known = await deps.invoices.customer_versions(command.realm_id, mapping.qbo_customer_id)
-    fetched = stored = 0
-    async for page in deps.qbo.query_pages(command.realm_id, select, page_size=PAGE_SIZE):
-        fetched += len(page)
-        s, e = await _store_and_emit(
-            deps,
-            command.realm_id,
-            _records(command.realm_id, page),
-            command.command_id,
-            "refresh",
-            known,
-        )
-        stored, emitted = stored + s, emitted + e
+    counts = await _sync_customer_invoices(
+        deps, command.realm_id, mapping.qbo_customer_id, command.command_id, "refresh"
+    )
+    # The customer's own SyncToken, Active and DisplayName, read at every refresh.
+    facts = await _read_customers(deps, command.realm_id, [mapping.qbo_customer_id])
+    await deps.mappings.observe(command.realm_id, facts.values())
     await deps.mappings.synced(command.local_customer_id, command.command_id)
+    result = {
+        "fetched": counts.fetched,
+        "stored": counts.stored,
+        "events": emitted + counts.events,
+    }
+    if counts.reconciled:
+        result["reconciled"] = counts.reconciled
     log.info(
         "refresh.done",
         realm_id=command.realm_id,
         local_customer_id=command.local_customer_id,
-        fetched=fetched,
-        stored=stored,
-        events=emitted,
+        **result,
     )
-    return {"fetched": fetched, "stored": stored, "events": emitted}
+    return result
+
+
+@dataclass
+class Counts:
+    fetched: int = 0
+    stored: int = 0
+    events: int = 0
+    reconciled: int = 0  # stored keys QBO's listing no longer returned, re-read by Id
+
+    def add(self, stored: int, events: int) -> None:
+        self.stored += stored
+        self.events += events
+
+
+async def _sync_customer_invoices(
+    deps: Dependencies, realm_id: str, qbo_customer_id: str, command_id: str, source: str
+) -> Counts:
+    """Every invoice of one QBO customer, page by page; then the store equals QBO for it.
+
+    Invoices stored for the customer that the listing did not return are re-read by Id
+    (docs/design.md invariant 12): gone from QBO -> deletion tombstone; now another
+    customer's -> stored as that version. Nothing missing, no extra QBO call.
+    """
+    select = Select("Invoice").where("CustomerRef", "=", qbo_customer_id).order_by("Id")
+    # One read of what is stored for this customer, not one per page (see StoredVersions).
+    known = await deps.invoices.customer_versions(realm_id, qbo_customer_id)
+    stored_before = known.live_keys()
+    returned: set[str] = set()
+    counts = Counts()
+    async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
+        counts.fetched += len(objects)
+        page = _records(realm_id, objects)
+        returned.update(r.key for r in page.records)
+        returned.update(r.key for r in page.rejected if r.invoice_id is not None)
+        counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
+    missing = sorted(stored_before - returned)
+    if missing:
+        counts.reconciled = len(missing)
+        counts.add(*await _reconcile(deps, realm_id, missing, command_id, source))
+    return counts
+
+
+async def _reconcile(
+    deps: Dependencies, realm_id: str, keys: Sequence[str], command_id: str, source: str
+) -> tuple[int, int]:
+    """Re-read stored invoices by Id (`Id IN (...)`, batched) and store what QBO holds now: an
+    invoice it no longer has becomes a deletion tombstone (the stub keeps its customer), one it
+    moved is stored as its new version, which names the new customer."""
+    stored = emitted = 0
+    ids = [key.split(":", 1)[1] for key in keys]
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        batch = ids[start : start + IDS_PER_QUERY]
+        found = await deps.qbo.query(
+            realm_id,
+            Select("Invoice").where("Id", "IN", batch).order_by("Id").render(max_results=PAGE_SIZE),
+        )
+        page = _records(realm_id, _objects(found, "Invoice"))
+        present = {r.invoice_id for r in page.records} | {
+            r.invoice_id for r in page.rejected if r.invoice_id is not None
+        }
+        now = deps.clock()
+        gone = [i for i in batch if i not in present]
+        if gone:
+            log.info("reconcile.deleted", realm_id=realm_id, invoice_ids=gone[:20], count=len(gone))
+        page.records.extend(deleted_stub(realm_id, invoice_id, now) for invoice_id in gone)
+        s, e = await _store_and_emit(deps, realm_id, page, command_id, source)
+        stored, emitted = stored + s, emitted + e
+    return stored, emitted
+
+
+async def _read_customers(
+    deps: Dependencies, realm_id: str, ids: Sequence[str]
+) -> dict[str, CustomerFacts]:
+    """The named customers as QBO holds them now, inactive ones included (a Customer query
+    without a condition on Active returns active customers only)."""
+    facts: dict[str, CustomerFacts] = {}
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), IDS_PER_QUERY):
+        batch = wanted[start : start + IDS_PER_QUERY]
+        select = Select("Customer").where("Active", "IN", [True, False])
+        select = (
+            select.where("Id", "=", batch[0])
+            if len(batch) == 1
+            else select.where("Id", "IN", batch)
+        )
+        found = await deps.qbo.query(realm_id, select.order_by("Id").render(max_results=PAGE_SIZE))
+        facts.update(_customer_facts(realm_id, _objects(found, "Customer")))
+    return facts
+
+
+def _customer_facts(realm_id: str, objects: Sequence[Any]) -> dict[str, CustomerFacts]:
+    facts: dict[str, CustomerFacts] = {}
+    for obj in objects:
+        try:
+            read = customer_facts(obj)
+        except UnmappableCustomer as exc:
+            # One odd customer must not stop the others or the invoices (invariant 9).
+            log.error("customer.unreadable", realm_id=realm_id, reason=str(exc)[:300])
+            continue
+        facts[read.qbo_customer_id] = read
+    return facts
 
 
 async def map_customer(command: MapCustomer, deps: Dependencies) -> CustomerMapping:
@@ -262,11 +362,14 @@ async def map_customer(command: MapCustomer, deps: Dependencies) -> CustomerMapp
                 code="not_found",
             )
         match = matches[0]
+    facts = _customer_facts(realm_id, [match]).get(str(match.get("Id")))
     mapping = CustomerMapping(
         local_customer_id=command.local_customer_id,
         realm_id=realm_id,
         qbo_customer_id=str(match["Id"]),
         display_name=str(match.get("DisplayName", "")),
+        qbo_sync_token=facts.sync_token if facts is not None else None,
+        active=facts.active if facts is not None else None,
     )
     await deps.mappings.save(mapping)
     log.info(
@@ -298,9 +401,11 @@ async def sync_changes(
     page = Page()
     records = page.records
     to_fetch: list[str] = []
+    customers: list[EntityChange] = []
     for change in command.changes:
-        if change.entity != "Invoice":
-            continue  # customer changes don't alter invoices we store
+        if change.entity == "Customer":
+            customers.append(change)
+            continue
         if change.operation == "Delete":
             when = parse_qbo_datetime(change.last_updated) if change.last_updated else deps.clock()
             records.append(deleted_stub(realm_id, change.id, when))
@@ -321,12 +426,61 @@ async def sync_changes(
     stored, emitted = await _store_and_emit(
         deps, realm_id, page, command.command_id, "sync_changes"
     )
-    return {
+    result = {
         "fetched": len(records) + len(page.rejected),
         "stored": stored,
         "events": emitted + flushed,
         "rejected": len(page.rejected),
     }
+    if customers:
+        counts = await _customer_changes(deps, realm_id, customers, command.command_id)
+        result["customers"] = len(customers)
+        result["fetched"] += counts.fetched
+        result["stored"] += counts.stored
+        result["events"] += counts.events
+        if counts.reconciled:
+            result["reconciled"] = counts.reconciled
+    return result
+
+
+async def _customer_changes(
+    deps: Dependencies, realm_id: str, changes: Sequence[EntityChange], command_id: str
+) -> Counts:
+    """Customer notices: keep the mappings' facts in step; carry out merges.
+
+    A merge (`id` survives, `deleted_id` was absorbed; docs/design.md invariant 12) re-points
+    every mapping of the absorbed customer to the survivor, then re-reads by Id the invoices
+    stored under the absorbed customer, which QBO moved to the survivor (or deleted). When a
+    local customer now follows the survivor, the survivor's own invoices are listed too, so
+    its listing is whole. Each step is guarded, so a redelivered merge stores nothing new.
+    """
+    merges = [c for c in changes if c.operation == "Merge" and c.deleted_id is not None]
+    ids = [c.id for c in changes] + [c.deleted_id for c in merges if c.deleted_id is not None]
+    facts = await _read_customers(deps, realm_id, ids)
+    # The absorbed customer's mappings turn inactive first, then move to the survivor.
+    await deps.mappings.observe(realm_id, facts.values())
+    counts = Counts()
+    for merge in merges:
+        absorbed, survivor = merge.deleted_id or "", merge.id
+        moved = await deps.mappings.repoint(realm_id, absorbed, survivor, facts.get(survivor))
+        log.info(
+            "customer.merged",
+            realm_id=realm_id,
+            absorbed=absorbed,
+            survivor=survivor,
+            local_customer_ids=moved,
+        )
+        if await deps.mappings.merged_into(realm_id, survivor, absorbed):
+            listed = await _sync_customer_invoices(deps, realm_id, survivor, command_id, "merge")
+            counts.fetched += listed.fetched
+            counts.reconciled += listed.reconciled
+            counts.add(listed.stored, listed.events)
+        known = await deps.invoices.customer_versions(realm_id, absorbed)
+        left = sorted(known.live_keys())
+        if left:
+            counts.reconciled += len(left)
+            counts.add(*await _reconcile(deps, realm_id, left, command_id, "merge"))
+    return counts
 
 
 async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
@@ -345,6 +499,10 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
     fetched = stored = emitted = 0
     while True:
         changes = await deps.qbo.cdc(realm_id, ["Invoice", "Customer"], start)
+        # Customers: the mappings' facts. CDC cannot tell a merge (the absorbed customer just
+        # turns inactive); merges are carried out from their notice (docs/design.md).
+        customers = _customer_facts(realm_id, _objects(changes, "Customer"))
+        await deps.mappings.observe(realm_id, customers.values())
         invoices = _objects(changes, "Invoice")
         page = _records(realm_id, invoices)
         records = page.records

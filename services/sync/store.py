@@ -24,7 +24,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.common import money
 from services.common.messages import Command
 from services.common.mongo import Document, IndexSpec, find_by_ids
-from services.sync.quickbooks.mapping import InvoiceRecord
+from services.sync.quickbooks.mapping import CustomerFacts, InvoiceRecord
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +120,10 @@ class StoredVersions:
     def learn(self, held: dict[str, Held]) -> None:
         self._held.update(held)
 
+    def live_keys(self) -> set[str]:
+        """The keys held that are not deletion tombstones."""
+        return {key for key, held in self._held.items() if not held.deleted}
+
 
 class InvoiceStore:
     """The write model: one document per QBO invoice, never overwritten by an older version."""
@@ -208,7 +212,19 @@ class InvoiceStore:
                 and held.local_customer_id != local_id
                 and record.sync_token == held.sync_token
             )
-            if newer or relinked:
+            # QBO moved the invoice to another customer without a new SyncToken (as a merge
+            # might): the copy just read names the customer QBO holds now, and the move gets
+            # its own version and event (docs/design.md invariant 12).
+            moved = (
+                not newer
+                and not held.deleted
+                and not record.deleted
+                and record.qbo_customer_id is not None
+                and record.qbo_customer_id != held.qbo_customer_id
+                and record.sync_token == held.sync_token
+                and record.last_updated_time >= held.last_updated_time
+            )
+            if newer or relinked or moved:
                 fields = self._fields(record, local_id, held.version + 1, now)
                 if record.deleted and record.qbo_customer_id is None:
                     # A deletion stub names no customer (webhooks and CDC send ids only): the
@@ -257,6 +273,9 @@ class InvoiceStore:
             "currency": record.currency,
             **money.stored_fields("total_amt", record.total_amt),
             **money.stored_fields("balance", record.balance),
+            "exchange_rate": money.optional_text(record.exchange_rate),
+            "home_total_amt": money.optional_text(record.home_total_amt),
+            "home_balance": money.optional_text(record.home_balance),
             "status": record.status.value,
             "deleted": record.deleted,
             "sync_token": record.sync_token,
@@ -295,9 +314,48 @@ class CustomerMapping:
     realm_id: str
     qbo_customer_id: str
     display_name: str
+    # The QBO customer as of the last read (None until one was read, e.g. a mapping stored
+    # before these fields existed): kept in step by webhooks, CDC and every refresh.
+    qbo_sync_token: int | None = None
+    active: bool | None = None
+    merged_from: str | None = None  # the QBO customer this mapping named before a merge
+
+    @classmethod
+    def of(cls, doc: Document) -> CustomerMapping:
+        token = doc.get("qbo_sync_token")
+        return cls(
+            doc["local_customer_id"],
+            doc["realm_id"],
+            doc["qbo_customer_id"],
+            doc.get("display_name") or "",
+            int(token) if token is not None else None,
+            doc.get("active"),
+            doc.get("merged_from"),
+        )
+
+
+def _facts_fields(facts: CustomerFacts, now: datetime) -> Document:
+    fields: Document = {
+        "active": facts.active,
+        "qbo_deleted": facts.deleted,
+        "customer_read_at": now,
+    }
+    if facts.sync_token >= 0:  # a deletion stub carries none: the stored one stays
+        fields["qbo_sync_token"] = facts.sync_token
+    if facts.display_name is not None:
+        fields["display_name"] = facts.display_name
+    return fields
 
 
 class CustomerMappings:
+    """`customer_mappings`: local customer -> QBO customer, with the QBO customer's SyncToken,
+    Active and DisplayName as of the last read.
+
+    Like invoices, the customer facts never move backwards (docs/design.md invariant 12): every
+    write of them is a single-document update guarded by the stored SyncToken, since FerretDB
+    v1 has no transactions.
+    """
+
     def __init__(self, db: AsyncDatabase[Document], clock: Clock) -> None:
         self._mappings = db["customer_mappings"]
         self._clock = clock
@@ -312,7 +370,12 @@ class CustomerMappings:
                     "realm_id": mapping.realm_id,
                     "qbo_customer_id": mapping.qbo_customer_id,
                     "display_name": mapping.display_name,
+                    "qbo_sync_token": mapping.qbo_sync_token,
+                    "active": mapping.active,
+                    "qbo_deleted": False,
+                    "merged_from": mapping.merged_from,
                     "mapped_at": now,
+                    "customer_read_at": now,
                 },
                 "$setOnInsert": {"last_synced_at": None},
             },
@@ -321,11 +384,70 @@ class CustomerMappings:
 
     async def get(self, local_customer_id: str) -> CustomerMapping | None:
         doc = await self._mappings.find_one({"_id": local_customer_id})
-        if doc is None:
-            return None
-        return CustomerMapping(
-            doc["local_customer_id"], doc["realm_id"], doc["qbo_customer_id"], doc["display_name"]
+        return None if doc is None else CustomerMapping.of(doc)
+
+    async def observe(self, realm_id: str, customers: Iterable[CustomerFacts]) -> int:
+        """Keep every mapping of these QBO customers in step; returns the mappings changed.
+
+        A read is stored only over an older SyncToken (or none): a late or repeated read
+        changes nothing. A deletion stub carries no SyncToken; a deletion is final instead.
+        """
+        now = self._clock()
+        changed = 0
+        for facts in customers:
+            guard: Document = {"realm_id": realm_id, "qbo_customer_id": facts.qbo_customer_id}
+            if facts.deleted:
+                guard["qbo_deleted"] = {"$ne": True}
+            else:
+                guard["$or"] = [
+                    {"qbo_sync_token": None},
+                    {"qbo_sync_token": {"$lt": facts.sync_token}},
+                ]
+            result = await self._mappings.update_many(guard, {"$set": _facts_fields(facts, now)})
+            changed += result.modified_count
+        return changed
+
+    async def repoint(
+        self, realm_id: str, absorbed_id: str, survivor_id: str, survivor: CustomerFacts | None
+    ) -> list[str]:
+        """A merge: every mapping of the absorbed QBO customer names the survivor from now on.
+
+        One guarded update per mapping (still naming the absorbed customer), so a redelivered
+        merge finds nothing left to move. The survivor's facts replace the absorbed one's: the
+        SyncTokens of two customers cannot be compared. Returns the local ids moved.
+        """
+        now = self._clock()
+        cursor = self._mappings.find(
+            {"realm_id": realm_id, "qbo_customer_id": absorbed_id}, {"_id": 1}
         )
+        candidates = [d["_id"] async for d in cursor]
+        fields: Document = {
+            "qbo_customer_id": survivor_id,
+            "merged_from": absorbed_id,
+            "merged_at": now,
+            "qbo_sync_token": None,
+            "active": None,
+            "qbo_deleted": False,
+        }
+        if survivor is not None:
+            fields.update(_facts_fields(survivor, now))
+        moved: list[str] = []
+        for local_id in sorted(candidates):
+            result = await self._mappings.update_one(
+                {"_id": local_id, "realm_id": realm_id, "qbo_customer_id": absorbed_id},
+                {"$set": fields},
+            )
+            if result.matched_count:
+                moved.append(local_id)
+        return moved
+
+    async def merged_into(self, realm_id: str, survivor_id: str, absorbed_id: str) -> list[str]:
+        """Local customers that follow `survivor_id` because of the merge of `absorbed_id`."""
+        cursor = self._mappings.find(
+            {"realm_id": realm_id, "qbo_customer_id": survivor_id, "merged_from": absorbed_id},
+            {"_id": 1},
+        )
+        return sorted([d["_id"] async for d in cursor])
 
     async def local_ids(
         self, realm_id: str, qbo_customer_ids: Iterable[str]

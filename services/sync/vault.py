@@ -38,6 +38,10 @@ INDEXES = [IndexSpec(COLLECTION, [("status", 1)], "status")]
 
 # Refresh a little before Intuit's expiry so a token cannot die in flight.
 REFRESH_MARGIN = timedelta(minutes=5)
+# How long a connection read from the database serves later commands of the realm in this
+# process (docs/design.md invariant 1): a webhook change no longer pays a read of it. A token
+# revoked or re-issued elsewhere meanwhile is caught by Intuit's 401, whose refresh reads again.
+CONNECTION_CACHE = timedelta(seconds=30)
 # Warn this long before the refresh token's hard maximum lifetime ends.
 HARD_EXPIRY_WARNING = timedelta(days=30)
 
@@ -107,6 +111,7 @@ class TokenVault:
         clock: Callable[[], datetime],
         refresh_margin: timedelta = REFRESH_MARGIN,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cache_for: timedelta = CONNECTION_CACHE,
     ) -> None:
         self._connections = db[COLLECTION]
         self._keys = keys
@@ -115,6 +120,8 @@ class TokenVault:
         self._margin = refresh_margin
         self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = {}
+        self._cache_for = cache_for
+        self._recent: dict[str, tuple[datetime, Connection]] = {}  # realm -> (read at, as read)
 
     # -- connecting -------------------------------------------------------------------------
 
@@ -155,12 +162,14 @@ class TokenVault:
             log.warning("connection.takeover_refused", realm_id=realm_id, user_id=user_id)
             raise RealmOwnedByAnotherUser(realm_id) from None
         assert doc is not None  # upsert with AFTER always returns the document
+        self._recent.pop(realm_id, None)
         log.info("connection.connected", realm_id=realm_id, user_id=user_id)
         return self._open(doc)
 
     async def disconnect(self, realm_id: str) -> Connection:
         """Revoke the grant at Intuit (best effort) and forget the tokens."""
         conn = await self.get(realm_id)
+        self._recent.pop(realm_id, None)
         if conn.status is not ConnectionStatus.DISCONNECTED and conn.refresh_token:
             try:
                 await self._oauth.revoke(conn.refresh_token)
@@ -181,6 +190,7 @@ class TokenVault:
             },
             return_document=ReturnDocument.AFTER,
         )
+        self._recent.pop(realm_id, None)
         if doc is None:
             raise NotConnected(realm_id)
         log.info("connection.disconnected", realm_id=realm_id)
@@ -189,8 +199,11 @@ class TokenVault:
     async def get(self, realm_id: str) -> Connection:
         doc = await self._connections.find_one({"_id": realm_id})
         if doc is None:
+            self._recent.pop(realm_id, None)
             raise NotConnected(realm_id)
-        return self._open(doc)
+        conn = self._open(doc)
+        self._recent[realm_id] = (self._clock(), conn)
+        return conn
 
     async def active_realms(self) -> list[str]:
         cursor = self._connections.find({"status": ConnectionStatus.ACTIVE.value}, {"_id": 1})
@@ -199,6 +212,14 @@ class TokenVault:
     # -- TokenSource ------------------------------------------------------------------------
 
     async def access_token(self, realm_id: str) -> str:
+        recent = self._recent.get(realm_id)
+        if (
+            recent is not None
+            and self._clock() - recent[0] < self._cache_for
+            and recent[1].status is ConnectionStatus.ACTIVE
+            and self._fresh(recent[1])
+        ):
+            return recent[1].access_token
         conn = await self._usable(realm_id)
         if self._fresh(conn):
             return conn.access_token
@@ -226,6 +247,7 @@ class TokenVault:
             return await self._persist_refresh(conn, grant)
 
     async def _persist_refresh(self, conn: Connection, grant: TokenGrant) -> str:
+        self._recent.pop(conn.realm_id, None)
         now = self._clock()
         update = {
             "$set": {
@@ -260,6 +282,7 @@ class TokenVault:
         return grant.access_token
 
     async def _mark_needs_reauth(self, conn: Connection, reason: str) -> None:
+        self._recent.pop(conn.realm_id, None)
         await self._connections.update_one(
             {"_id": conn.realm_id, "version": conn.version},
             {

@@ -20,6 +20,12 @@ to webhooks payload structure" post), and what this module relies on:
   effort, so they become commands to fetch those ids; the CDC poller covers what is lost.
   Intuit expects an answer within seconds and retries a delivery that fails, so the handler
   only publishes and answers; it never calls QBO itself.
+
+A signed delivery is taken event by event (docs/design.md, "Webhook deliveries"): every valid
+event becomes a change, each malformed one is logged with its reason and counted, and the
+answer is 2xx, because a non-2xx only makes Intuit send the same bytes again. That holds for a
+signed body that is not JSON or of neither shape too: nothing in it can ever be read, the CDC
+poll covers the company, and a retry cannot help. Only a bad signature refuses the delivery.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ log = structlog.get_logger(__name__)
 WEBHOOK_PATH = "/webhooks/quickbooks"
 SIGNATURE_HEADER = "intuit-signature"
 MAX_CHANGES_PER_COMMAND = 1000
+_MAX_REJECTIONS_SHOWN = 20
 
 # The entities this service syncs; notifications about anything else are dropped (and logged).
 SYNCED_ENTITIES: Mapping[str, str] = {"invoice": "Invoice", "customer": "Customer"}
@@ -71,11 +78,30 @@ Publish = Callable[[Sequence[Command]], Awaitable[None]]
 
 
 class WebhookInvalid(ValueError):
-    """The body is not a webhook payload we understand. `reason` is safe to log and return."""
+    """Part of a delivery is not something we understand. `reason` is safe to log and return;
+    `code` is a short, stable category for counting (never carries input)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "invalid") -> None:
         self.reason = reason
+        self.code = code
         super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """One event of a delivery (or the whole body) that could not be read, and why."""
+
+    where: str  # "body", "eventNotifications[0]", "...entities[2]", "[3]"
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a signed delivery announced: the valid changes, in order, and what was rejected."""
+
+    notices: list[ChangeNotice]
+    rejected: list[RejectedEvent]
 
 
 @dataclass(frozen=True)
@@ -108,112 +134,151 @@ def verify_signature(body: bytes, signature: str | None, verifier_token: str) ->
 # ------------------------------------------------------------------------------ parsing
 
 
-def parse_notifications(body: bytes) -> list[ChangeNotice]:
-    """Both of Intuit's bodies -> the Invoice and Customer changes they announce, in order.
+def parse_delivery(body: bytes) -> Delivery:
+    """Both of Intuit's bodies -> the Invoice and Customer changes they announce, event by event.
 
-    Events about other entities (Payment, Account, ...), or with a type or operation this code
-    does not know, are dropped and logged rather than refused: the rest of the batch is still
-    good, and refusing would only make Intuit redeliver the same body.
+    A malformed event is rejected on its own (legacy body: one entity item, or one realm's
+    notification when its realmId or dataChangeEvent is unusable; CloudEvents: one array
+    element) and the others are kept. A body that is not JSON, or of neither shape, is one
+    rejection of the whole body. Events about other entities (Payment, Account, ...), or with
+    a type or operation this code does not know, are valid but not ours: dropped and logged.
     """
     try:
         document = jsoncodec.loads(body)
     except ValueError as exc:  # JsonRejected: malformed, bad UTF-8, too deep, out of range
-        raise WebhookInvalid(f"body is not JSON ({exc})") from None
+        return _whole_body(WebhookInvalid(f"body is not JSON ({exc})", "not_json"))
     ignored: Counter[str] = Counter()
+    rejected: list[RejectedEvent] = []
     if isinstance(document, list):
-        notices = _cloudevents(document, ignored)
+        notices = _cloudevents(document, ignored, rejected)
     elif isinstance(document, dict) and "eventNotifications" in document:
-        notices = _legacy(document["eventNotifications"], ignored)
+        notifications = document["eventNotifications"]
+        if not isinstance(notifications, list):
+            return _whole_body(WebhookInvalid("eventNotifications must be an array", "shape"))
+        notices = _legacy(notifications, ignored, rejected)
     elif isinstance(document, dict) and "specversion" in document:
-        notices = _cloudevents([document], ignored)  # a single structured-mode event
+        notices = _cloudevents([document], ignored, rejected)  # a single structured-mode event
     else:
-        raise WebhookInvalid("expected a CloudEvents array or an eventNotifications object")
+        return _whole_body(
+            WebhookInvalid("expected a CloudEvents array or an eventNotifications object", "shape")
+        )
     if ignored:
         log.info("webhook.events_ignored", events=dict(ignored))
-    return notices
+    return Delivery(notices, rejected)
 
 
-def _legacy(notifications: Any, ignored: Counter[str]) -> list[ChangeNotice]:
-    if not isinstance(notifications, list):
-        raise WebhookInvalid("eventNotifications must be an array")
+def parse_notifications(body: bytes) -> list[ChangeNotice]:
+    """The valid changes of a delivery (`parse_delivery` without what it rejected)."""
+    return parse_delivery(body).notices
+
+
+def _whole_body(invalid: WebhookInvalid) -> Delivery:
+    return Delivery([], [RejectedEvent("body", invalid.code, invalid.reason)])
+
+
+def _legacy(
+    notifications: list[Any], ignored: Counter[str], rejected: list[RejectedEvent]
+) -> list[ChangeNotice]:
     notices: list[ChangeNotice] = []
     for i, notification in enumerate(notifications):
         where = f"eventNotifications[{i}]"
-        _require_object(notification, where)
-        realm_id = _qbo_id(notification.get("realmId"), f"{where}.realmId")
-        event = notification.get("dataChangeEvent")
-        _require_object(event, f"{where}.dataChangeEvent")
-        entities = event.get("entities")
-        if not isinstance(entities, list):
-            raise WebhookInvalid(f"{where}.dataChangeEvent.entities must be an array")
+        try:
+            _require_object(notification, where)
+            realm_id = _qbo_id(notification.get("realmId"), f"{where}.realmId")
+            event = notification.get("dataChangeEvent")
+            _require_object(event, f"{where}.dataChangeEvent")
+            entities = event.get("entities")
+            if not isinstance(entities, list):
+                raise WebhookInvalid(f"{where}.dataChangeEvent.entities must be an array", "shape")
+        except WebhookInvalid as exc:
+            rejected.append(RejectedEvent(where, exc.code, exc.reason))
+            continue
         for j, item in enumerate(entities):
             at = f"{where}.dataChangeEvent.entities[{j}]"
-            _require_object(item, at)
-            name = _text(item.get("name"), f"{at}.name")
-            operation = _text(item.get("operation"), f"{at}.operation")
-            entity = SYNCED_ENTITIES.get(name.lower())
-            if entity is None or operation not in OPERATIONS:
-                ignored[f"{name}.{operation}"] += 1
+            try:
+                notice = _legacy_entity(realm_id, item, at, ignored)
+            except WebhookInvalid as exc:
+                rejected.append(RejectedEvent(at, exc.code, exc.reason))
                 continue
-            notices.append(
-                ChangeNotice(
-                    realm_id=realm_id,
-                    entity=entity,
-                    entity_id=_qbo_id(item.get("id"), f"{at}.id"),
-                    operation=operation,
-                    last_updated=_timestamp(item.get("lastUpdated")),
-                    deleted_id=_merged_away(operation, item.get("deletedId"), f"{at}.deletedId"),
-                )
-            )
+            if notice is not None:
+                notices.append(notice)
     return notices
 
 
-def _cloudevents(events: list[Any], ignored: Counter[str]) -> list[ChangeNotice]:
+def _legacy_entity(realm_id: str, item: Any, at: str, ignored: Counter[str]) -> ChangeNotice | None:
+    _require_object(item, at)
+    name = _text(item.get("name"), f"{at}.name")
+    operation = _text(item.get("operation"), f"{at}.operation")
+    entity = SYNCED_ENTITIES.get(name.lower())
+    if entity is None or operation not in OPERATIONS:
+        ignored[f"{name}.{operation}"] += 1
+        return None
+    return ChangeNotice(
+        realm_id=realm_id,
+        entity=entity,
+        entity_id=_qbo_id(item.get("id"), f"{at}.id"),
+        operation=operation,
+        last_updated=_timestamp(item.get("lastUpdated")),
+        deleted_id=_merged_away(operation, item.get("deletedId"), f"{at}.deletedId"),
+    )
+
+
+def _cloudevents(
+    events: list[Any], ignored: Counter[str], rejected: list[RejectedEvent]
+) -> list[ChangeNotice]:
     notices: list[ChangeNotice] = []
     for i, event in enumerate(events):
         where = f"[{i}]"
-        _require_object(event, where)
-        kind = _text(event.get("type"), f"{where}.type")
-        match = _CLOUDEVENT_TYPE.fullmatch(kind.lower())
-        entity = SYNCED_ENTITIES.get(match[1]) if match else None
-        operation = CLOUDEVENT_VERBS.get(match[2]) if match else None
-        # Only v1 is known; a later version may mean something else, and CDC will catch up.
-        if match is None or entity is None or operation is None or match[3] != "1":
-            ignored[kind] += 1
+        try:
+            notice = _cloudevent(event, where, ignored)
+        except WebhookInvalid as exc:
+            rejected.append(RejectedEvent(where, exc.code, exc.reason))
             continue
-        data = event.get("data")
-        notices.append(
-            ChangeNotice(
-                realm_id=_qbo_id(event.get("intuitaccountid"), f"{where}.intuitaccountid"),
-                entity=entity,
-                entity_id=_qbo_id(event.get("intuitentityid"), f"{where}.intuitentityid"),
-                operation=operation,
-                last_updated=_timestamp(event.get("time")),
-                deleted_id=_merged_away(
-                    operation,
-                    data.get("deletedid") if isinstance(data, dict) else None,
-                    f"{where}.data.deletedid",
-                ),
-            )
-        )
+        if notice is not None:
+            notices.append(notice)
     return notices
+
+
+def _cloudevent(event: Any, where: str, ignored: Counter[str]) -> ChangeNotice | None:
+    _require_object(event, where)
+    kind = _text(event.get("type"), f"{where}.type")
+    match = _CLOUDEVENT_TYPE.fullmatch(kind.lower())
+    entity = SYNCED_ENTITIES.get(match[1]) if match else None
+    operation = CLOUDEVENT_VERBS.get(match[2]) if match else None
+    # Only v1 is known; a later version may mean something else, and CDC will catch up.
+    if match is None or entity is None or operation is None or match[3] != "1":
+        ignored[kind] += 1
+        return None
+    data = event.get("data")
+    return ChangeNotice(
+        realm_id=_qbo_id(event.get("intuitaccountid"), f"{where}.intuitaccountid"),
+        entity=entity,
+        entity_id=_qbo_id(event.get("intuitentityid"), f"{where}.intuitentityid"),
+        operation=operation,
+        last_updated=_timestamp(event.get("time")),
+        deleted_id=_merged_away(
+            operation,
+            data.get("deletedid") if isinstance(data, dict) else None,
+            f"{where}.data.deletedid",
+        ),
+    )
 
 
 def _require_object(value: Any, where: str) -> None:
     if not isinstance(value, dict):
-        raise WebhookInvalid(f"{where} must be an object")
+        raise WebhookInvalid(f"{where} must be an object", "not_an_object")
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise WebhookInvalid(f"{where} must be a non-empty string")
+        raise WebhookInvalid(f"{where} must be a non-empty string", "missing_field")
     return value
 
 
 def _qbo_id(value: Any, where: str) -> str:
     # Realm and entity ids are decimal strings; anything else must not reach a QBO query.
     if not isinstance(value, str) or not _QBO_ID.fullmatch(value):
-        raise WebhookInvalid(f"{where} must be a QBO id (a string of digits)")
+        raise WebhookInvalid(f"{where} must be a QBO id (a string of digits)", "bad_id")
     return value
 
 
@@ -308,14 +373,18 @@ def webhook_routes(
     max_body_bytes: int = 1_048_576,
     *,
     publish_timeout_s: float = 5.0,
+    rejections: Counter[str] | None = None,
 ) -> list[Route]:
-    """`POST /webhooks/quickbooks`: verify, parse, publish `SyncChanges`, then answer.
+    """`POST /webhooks/quickbooks`: verify, parse event by event, publish `SyncChanges`, answer.
 
     `publish` must not return before the commands are durable (Kafka acks): a 200 tells Intuit
     it may forget the notification. When publishing fails or takes longer than
     `publish_timeout_s` the answer is 503, so Intuit delivers again; duplicates are harmless
-    because the worker only stores what is newer.
+    because the worker only stores what is newer. Malformed events of a signed delivery are
+    counted in `rejections` by reason code (sync `/stats`) once the delivery is answered 2xx,
+    so a delivery Intuit sends again after a 503 is counted once.
     """
+    counts: Counter[str] = rejections if rejections is not None else Counter()
     if not verifier_token:
         raise ValueError("the webhook verifier token is empty; every delivery would be refused")
 
@@ -333,11 +402,16 @@ def webhook_routes(
             missing = SIGNATURE_HEADER not in request.headers
             bound.warning("webhook.rejected", reason="missing" if missing else "mismatch")
             return _error(401, "invalid_signature", f"the {SIGNATURE_HEADER} header is not valid")
-        try:
-            notices = parse_notifications(body)
-        except WebhookInvalid as exc:
-            bound.warning("webhook.invalid", reason=exc.reason, size=len(body))
-            return _error(400, "invalid_payload", exc.reason)
+        delivery = parse_delivery(body)
+        for rejected in delivery.rejected:
+            bound.warning(
+                "webhook.event_rejected",
+                where=rejected.where,
+                code=rejected.code,
+                reason=rejected.reason,
+                size=len(body),
+            )
+        notices = delivery.notices
         commands = group_into_commands(notices, correlation_id=f"webhook:{delivery_id}")
         changes = sum(len(c.changes) for c in commands)
         realms = sorted({c.realm_id for c in commands})
@@ -354,7 +428,22 @@ def webhook_routes(
                     exc_info=True,
                 )
                 return unavailable("the changes could not be queued; retry later")
-        bound.info("webhook.accepted", realm_ids=realms, changes=changes, commands=len(commands))
-        return JSONResponse({"accepted": changes, "commands": len(commands)})
+        counts.update(r.code for r in delivery.rejected)
+        bound.info(
+            "webhook.accepted",
+            realm_ids=realms,
+            changes=changes,
+            commands=len(commands),
+            rejected=len(delivery.rejected),
+        )
+        answer: dict[str, Any] = {"accepted": changes, "commands": len(commands)}
+        if delivery.rejected:
+            # Intuit ignores the body; this is for whoever replays a delivery by hand.
+            answer["rejected"] = [
+                {"where": r.where, "error": r.code, "message": r.reason}
+                for r in delivery.rejected[:_MAX_REJECTIONS_SHOWN]
+            ]
+            answer["rejected_count"] = len(delivery.rejected)
+        return JSONResponse(answer)
 
     return [Route(WEBHOOK_PATH, receive, methods=["POST"])]

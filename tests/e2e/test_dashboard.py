@@ -23,6 +23,7 @@ from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.kafka import make_consumer
 from services.common.messages import RefreshInvoices, parse_command
 from services.common.mongo import Document
+from services.common.schemas import INVOICE_UPDATED, default_schemas
 from services.common.settings import Settings
 from tests.api_support import (
     RunningApi,
@@ -178,6 +179,9 @@ async def test_dashboard_shows_exact_totals_and_refreshes_to_the_new_balance(
     await page.get_by_test_id("refresh").click()
     await expect(page.get_by_test_id("total-balance")).to_have_text("$0.25", timeout=30_000)
     await expect(row_1001.get_by_test_id("invoice-balance")).to_have_text("$0.05")
+    # 0.05 of 0.10 still owed: partially paid, and still overdue.
+    await expect(row_1001.get_by_test_id("invoice-partially-paid")).to_have_text("Partially paid")
+    await expect(row_1001.get_by_test_id("invoice-status")).to_have_text("Overdue")
     await expect(page.get_by_test_id("refresh-status")).to_contain_text("Updated")
     await expect(page.get_by_test_id("refresh")).to_be_enabled()
     assert len(sync_worker.handled) == 1
@@ -194,6 +198,40 @@ async def test_dashboard_filters_by_status(page: Page, api: RunningApi) -> None:
     await expect(page.get_by_test_id("total-balance")).to_have_text("$0.10")
     await page.get_by_test_id("status-filter").select_option("paid")
     await expect(page.locator("[data-testid=invoice-row] td.doc")).to_have_text(["#1003"])
+
+
+async def test_dashboard_shows_and_filters_partially_paid_invoices_with_home_amounts(
+    page: Page, api: RunningApi, settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    event = invoice_event(
+        "106", 1, total_amt="100.00", balance="40.00", doc_number="1006", due_date="2099-01-31"
+    )
+    # As from a multicurrency company whose home currency is not the invoice's.
+    event["data"] |= {
+        "exchange_rate": Decimal("1.3512"),
+        "home_total_amt": Decimal("135.12"),
+        "home_balance": Decimal("54.05"),
+    }
+    default_schemas().validate(INVOICE_UPDATED, event)
+    await produce_events(settings, event)
+    await eventually(lambda: mongo_db["read_invoices"].count_documents({}), lambda n: n == 6)
+
+    await page.goto(f"{api.base_url}/?customer=cust-42#token=dev-token")
+    rows = page.locator("[data-testid=invoice-row]")
+    await expect(rows).to_have_count(6)
+    row_1006 = page.locator("[data-testid=invoice-row][data-invoice-id='106']")
+    await expect(row_1006.get_by_test_id("invoice-status")).to_have_text("Open")
+    await expect(row_1006.get_by_test_id("invoice-partially-paid")).to_have_text("Partially paid")
+    await expect(row_1006.get_by_test_id("invoice-home-balance")).to_have_text("home 54.05")
+    # Nothing else is partially paid: no pill, no home amounts.
+    await expect(page.get_by_test_id("invoice-partially-paid")).to_have_count(1)
+    await expect(page.get_by_test_id("invoice-home-balance")).to_have_count(1)
+
+    await page.get_by_test_id("status-filter").select_option("partially_paid")
+    await expect(page.locator("[data-testid=invoice-row] td.doc")).to_have_text(["#1006"])
+    await expect(page.get_by_test_id("total-balance")).to_have_text("$40.00")
+    await page.get_by_test_id("status-filter").select_option("open")
+    await expect(rows).to_have_count(3)  # open keeps its meaning: 1001, 1002 and 1006
 
 
 async def test_dashboard_offers_a_reconnect_link_when_quickbooks_needs_reauth(
@@ -235,3 +273,18 @@ async def test_dashboard_asks_for_a_token_and_explains_unknown_customers(
         "not linked to a QuickBooks customer"
     )
     assert page.url.endswith("/?customer=nobody")
+
+
+async def test_dashboard_marks_a_customer_merged_away_in_quickbooks(
+    page: Page, api: RunningApi, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await mongo_db["customer_mappings"].update_one(
+        {"_id": "cust-42"}, {"$set": {"active": False, "merged_from": "57"}}
+    )
+    await page.goto(f"{api.base_url}/?customer=cust-42#token=dev-token")
+    await expect(page.get_by_test_id("customer-inactive")).to_have_text(
+        "Inactive in QuickBooks (merged)"
+    )
+    await mongo_db["customer_mappings"].update_one({"_id": "cust-42"}, {"$set": {"active": True}})
+    await page.reload()
+    await expect(page.get_by_test_id("customer-inactive")).to_be_hidden()

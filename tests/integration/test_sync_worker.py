@@ -101,7 +101,8 @@ async def test_refresh_of_2500_invoices_stores_all_exactly_and_emits_2500_events
 
     assert status["status"] == "succeeded", status
     assert status["result"] == {"fetched": 2500, "stored": 2500, "events": 2500}
-    assert worker.service.qbo.calls[REALM] == 1 + 3  # the mapping query, then 3 pages
+    # The mapping query, 3 pages, then the customer's own read (its SyncToken and Active).
+    assert worker.service.qbo.calls[REALM] == 1 + 3 + 1
     stored = [d async for d in mongo_db.invoices.find({}, {"total_amt_micros": 1, "version": 1})]
     assert len(stored) == 2500
     assert sum(d["total_amt_micros"] for d in stored) == to_micros(expected_total)

@@ -273,3 +273,25 @@ async def test_no_token_reaches_the_logs(
     assert "connection.needs_reauth" in logs
     for secret in seen:
         assert secret not in logs
+
+
+async def test_a_connection_read_serves_the_realm_briefly_and_a_revoked_token_still_ends_it(
+    sync: SyncUnderTest, emulator: RunningEmulator, clock: MovableClock, mongo_db: Any
+) -> None:
+    """Commands of a busy realm do not each read its connection; what the cached copy misses
+    (a disconnect through another replica) is caught by Intuit's 401, whose refresh reads again."""
+    await connect(sync, emulator, clock)
+    vault = sync.service.vault
+    first = await vault.access_token(REALM)
+    # Another replica disconnects the realm: tokens revoked at Intuit, the document updated.
+    emulator.state.expire_access_tokens(REALM)  # Intuit answers 401 to the revoked token
+    await mongo_db.connections.update_one(
+        {"_id": REALM},
+        {"$set": {"status": "disconnected", "access_token": None, "refresh_token": None}},
+    )
+    assert await vault.access_token(REALM) == first  # served from the copy read just now
+    with pytest.raises(ReauthRequired):
+        await sync.service.qbo.query(REALM, Select("Customer").render())
+    assert refreshes(emulator) == 0  # the 401's refresh read the document, not Intuit
+    with pytest.raises(ReauthRequired):  # and from then on the realm stays disconnected
+        await vault.access_token(REALM)

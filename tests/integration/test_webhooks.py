@@ -1,6 +1,7 @@
 """QBO change notifications end to end: the emulator POSTs real-shaped, signed webhooks (both
 formats) to the webhook route on a real port, which produces SyncChanges commands to the real
-Kafka commands topic, keyed by realm; the test reads them back from that topic."""
+Kafka commands topic, keyed by realm; the test reads them back from that topic. The last test
+runs the whole sync service with its worker: a delivery mixing a valid and a malformed event."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
 
 from qbo_emulator.state import EmulatorState
 from qbo_emulator.testing import RunningEmulator
 from qbo_emulator.webhooks import Delivery, sign
+from services.common import jsoncodec
 from services.common.kafka import make_consumer, make_producer
 from services.common.messages import Command, EntityChange, SyncChanges, parse_command
+from services.common.mongo import Document
 from services.common.settings import Settings
 from services.sync.webhooks import WEBHOOK_PATH, webhook_routes
-from tests.support import bound_socket, serve_asgi
+from tests.integration.conftest import SYNC_AUTH, SyncUnderTest
+from tests.integration.test_sync_worker import connect_and_map
+from tests.support import MovableClock, bound_socket, eventually, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +230,51 @@ async def test_a_delivery_signed_with_another_token_enqueues_nothing(
                     assert (await response.json())["error"] == "invalid_signature"
 
         assert await receiver.commands(expected=0) == []
+
+
+async def test_a_signed_delivery_with_a_malformed_event_syncs_the_valid_one_and_answers_200(
+    worker: SyncUnderTest,
+    emulator: RunningEmulator,
+    clock: MovableClock,
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    """The sync service itself, its worker running: the valid change of a delivery is synced,
+    the malformed event beside it is counted in /stats, and Intuit hears 200, not a retry."""
+    qbo_customer = await connect_and_map(worker, emulator, clock)
+    invoice = emulator.state.create_invoice(
+        REALM, {"CustomerRef": {"value": qbo_customer}, "TotalAmt": Decimal("120.50")}
+    )
+    event = {
+        "specversion": "1.0",
+        "id": "7f6c1d9e-0001",
+        "source": "intuit.dsnbsvc",
+        "type": "qbo.invoice.created.v1",
+        "time": "2026-11-25T08:30:01.125Z",
+        "intuitaccountid": REALM,
+        "intuitentityid": invoice["Id"],
+        "datacontenttype": "application/json",
+        "data": {},
+    }
+    malformed = {**event, "id": "7f6c1d9e-0002", "intuitentityid": "1 OR 1=1"}
+    body = jsoncodec.dumpb([malformed, event])
+    token = worker.service.settings.qbo_webhook_verifier_token.get_secret_value()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            worker.base_url + WEBHOOK_PATH,
+            data=body,
+            headers={"intuit-signature": sign(body, token), "content-type": "application/json"},
+        ) as response:
+            assert response.status == 200
+            answer = await response.json()
+        assert (answer["accepted"], answer["commands"], answer["rejected_count"]) == (1, 1, 1)
+        assert answer["rejected"][0]["where"] == "[0]"
+
+        stored = await eventually(
+            lambda: mongo_db.invoices.find_one({"invoice_id": invoice["Id"]}),
+            lambda doc: doc is not None,
+        )
+        assert stored is not None and stored["total_amt"] == "120.50"
+
+        async with http.get(worker.base_url + "/stats", headers=SYNC_AUTH) as response:
+            stats = jsoncodec.loads(await response.read())
+    assert stats["webhook_events_rejected_by_reason"] == {"bad_id": 1}

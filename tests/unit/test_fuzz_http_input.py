@@ -18,7 +18,7 @@ from services.api.listing import Cursor, InvalidParameter, parse_invoice_query
 from services.common import jsoncodec
 from services.common.httpbody import BodyRejected, read_json
 from services.sync.web import QueryRejected, rejected_query
-from services.sync.webhooks import WebhookInvalid, group_into_commands, parse_notifications
+from services.sync.webhooks import group_into_commands, parse_delivery
 from tests.unit.fuzz import FUZZ, json_values, raw_bytes
 
 # ------------------------------------------------------------------------------ webhooks
@@ -90,14 +90,31 @@ webhook_bodies = st.one_of(
 
 @FUZZ
 @given(webhook_bodies)
-def test_a_webhook_body_becomes_valid_commands_or_is_refused(body: bytes) -> None:
-    try:
-        notices = parse_notifications(body)
-    except WebhookInvalid as exc:
-        assert exc.reason
-        return
-    for command in group_into_commands(notices):
+def test_a_webhook_body_becomes_valid_commands_and_reasoned_rejections(body: bytes) -> None:
+    delivery = parse_delivery(body)  # never raises: a signed delivery is always answered 2xx
+    for command in group_into_commands(delivery.notices):
         command.to_bytes()  # validates against the SyncChanges schema, or raises
+    for rejected in delivery.rejected:
+        assert rejected.reason and rejected.where
+        assert rejected.code in _REJECTION_CODES  # a small set: safe as a metric label
+    if any(r.where == "body" for r in delivery.rejected):
+        assert delivery.notices == [] and len(delivery.rejected) == 1
+
+
+_REJECTION_CODES = {"not_json", "shape", "not_an_object", "missing_field", "bad_id"}
+
+
+@FUZZ
+@given(st.lists(st.one_of(cloudevent, json_values), max_size=6))
+def test_each_cloudevent_is_taken_or_rejected_on_its_own(events: list[Any]) -> None:
+    delivery = parse_delivery(jsoncodec.dumpb(events))
+    alone = [parse_delivery(jsoncodec.dumpb([event])) for event in events]
+    # The same changes and rejections as each event sent by itself: no event sinks another.
+    assert delivery.notices == [n for d in alone for n in d.notices]
+    assert [r.code for r in delivery.rejected] == [r.code for d in alone for r in d.rejected]
+    assert [r.where for r in delivery.rejected] == [
+        f"[{i}]" for i, d in enumerate(alone) for _ in d.rejected
+    ]
 
 
 # ---------------------------------------------------------------------------- api queries

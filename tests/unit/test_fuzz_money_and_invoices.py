@@ -124,6 +124,10 @@ invoices = st.fixed_dictionaries(
         "SyncToken": st.one_of(st.from_regex(r"[0-9]{1,14}", fullmatch=True), json_values),
         "TotalAmt": st.one_of(amounts, json_values),
         "Balance": st.one_of(amounts, json_values),
+        # Multicurrency companies only (Intuit's Invoice reference).
+        "ExchangeRate": st.one_of(amounts, json_values),
+        "HomeTotalAmt": st.one_of(amounts, json_values),
+        "HomeBalance": st.one_of(amounts, json_values),
         "CustomerRef": st.one_of(st.fixed_dictionaries({"value": ids}), json_values),
         "CurrencyRef": st.one_of(
             st.fixed_dictionaries({"value": st.sampled_from(["USD", "KWD", "usd", "€", ""])}),
@@ -162,6 +166,22 @@ def test_an_invoice_is_mapped_onto_the_contract_or_refused_with_a_reason(
     assert jsoncodec.loads(raw_json) == raw
     if not record.deleted:
         assert event["data"]["total_amt"] == money.amount(raw.get("TotalAmt") or 0)
+        for field, name in _MULTICURRENCY.items():
+            # Exactly what QBO sent, or absent from the event when QBO sent nothing.
+            if raw.get(field) is None:
+                assert name not in event["data"]
+            else:
+                assert event["data"][name] == money.amount(raw[field])
+        # The event's bytes carry the same digits back to any consumer.
+        again = jsoncodec.loads(jsoncodec.dumpb(event))
+        assert again["data"] == event["data"]
+
+
+_MULTICURRENCY = {
+    "ExchangeRate": "exchange_rate",
+    "HomeTotalAmt": "home_total_amt",
+    "HomeBalance": "home_balance",
+}
 
 
 @FUZZ

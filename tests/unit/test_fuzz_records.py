@@ -16,6 +16,7 @@ from services.api.projector import Rejected, parse_event
 from services.common import jsoncodec
 from services.common.messages import Command, parse_command
 from services.common.schemas import MessageInvalid, default_schemas
+from services.sync.quickbooks.mapping import MAX_DISPLAY_NAME, UnmappableCustomer, customer_facts
 from services.sync.store import Attempt
 from services.sync.worker import CommandWorker, WorkerOptions
 from tests.unit.fuzz import FUZZ, amounts, json_values, raw_bytes, with_type
@@ -188,3 +189,36 @@ def test_an_accepted_event_keeps_its_amounts_exactly(data: dict[str, Any]) -> No
         assert money.stored_amount(doc, "total_amt") == data["total_amt"]
         assert money.stored_amount(doc, "balance") == data["balance"]
         assert money.sort_key(data["total_amt"]) == doc["total_amt_key"]
+
+
+# ----------------------------------------------------------------------------- customers
+
+customer_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "Id": st.one_of(st.just("58"), st.text(max_size=8), json_values),
+        "SyncToken": st.one_of(st.just("3"), st.text(max_size=14), json_values),
+        "Active": st.one_of(st.booleans(), json_values),
+        "DisplayName": st.one_of(st.text(max_size=600), json_values),
+        "status": st.one_of(st.just("Deleted"), json_values),
+    },
+)
+
+
+@FUZZ
+@given(st.one_of(json_values, customer_shaped))
+def test_customer_facts_take_any_json(value: Any) -> None:
+    """A Customer object from QBO (query or CDC) gives facts a mapping can store, or a clear
+    refusal; nothing else escapes (docs/design.md invariants 9 and 12)."""
+    try:
+        facts = customer_facts(value)
+    except UnmappableCustomer as exc:
+        assert str(exc)
+        return
+    assert facts.qbo_customer_id.isdigit()
+    assert facts.sync_token >= -1
+    assert isinstance(facts.active, bool)
+    assert facts.display_name is None or len(facts.display_name) <= MAX_DISPLAY_NAME
+    assert facts.deleted == (facts.sync_token == -1)
+    if facts.display_name is not None:
+        facts.display_name.encode("utf-8")

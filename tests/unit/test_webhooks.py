@@ -11,6 +11,8 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +29,9 @@ from services.sync.webhooks import (
     MAX_CHANGES_PER_COMMAND,
     WEBHOOK_PATH,
     ChangeNotice,
-    WebhookInvalid,
+    RejectedEvent,
     group_into_commands,
+    parse_delivery,
     parse_notifications,
     verify_signature,
     webhook_routes,
@@ -344,64 +347,165 @@ def test_change_time_is_a_hint_and_odd_values_become_none(
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "code", "reason"),
     [
-        (b"", "not JSON"),
-        (b"{not json", "not JSON"),
-        (b"\xff\xfe\x00", "not JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
-        (b'"hello"', "expected a CloudEvents array"),
-        (b'{"events": []}', "expected a CloudEvents array"),
-        (b'{"eventNotifications": {}}', "eventNotifications must be an array"),
-        (b'{"eventNotifications": [7]}', r"eventNotifications\[0\] must be an object"),
+        (b"", "not_json", "not JSON"),
+        (b"{not json", "not_json", "not JSON"),
+        (b"\xff\xfe\x00", "not_json", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not_json", "not JSON"),
+        (b'"hello"', "shape", "expected a CloudEvents array"),
+        (b'{"events": []}', "shape", "expected a CloudEvents array"),
+        (b'{"eventNotifications": {}}', "shape", "eventNotifications must be an array"),
+    ],
+)
+def test_an_unreadable_body_is_one_rejection_with_a_reason(
+    body: bytes, code: str, reason: str
+) -> None:
+    delivery = parse_delivery(body)
+    assert delivery.notices == []
+    [rejected] = delivery.rejected
+    assert (rejected.where, rejected.code) == ("body", code)
+    assert reason in rejected.reason
+
+
+GOOD_LEGACY_ITEM = {"name": "Invoice", "id": "7", "operation": "Update"}
+
+
+def legacy_body(*notifications: Any) -> bytes:
+    return dumps({"eventNotifications": list(notifications)})
+
+
+def realm_notification(*entities: Any, realm: Any = REALM) -> dict[str, Any]:
+    return {"realmId": realm, "dataChangeEvent": {"entities": list(entities)}}
+
+
+@pytest.mark.parametrize(
+    ("bad", "where", "code", "reason"),
+    [
+        (7, "eventNotifications[0]", "not_an_object", r"eventNotifications\[0\] must be an object"),
         (
-            b'{"eventNotifications": [{"dataChangeEvent": {"entities": []}}]}',
+            {"dataChangeEvent": {"entities": [GOOD_LEGACY_ITEM]}},
+            "eventNotifications[0]",
+            "bad_id",
             r"eventNotifications\[0\].realmId must be a QBO id",
         ),
         (
-            b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {}}]}',
+            {"realmId": "1", "dataChangeEvent": {}},
+            "eventNotifications[0]",
+            "shape",
             "entities must be an array",
         ),
         (
-            b'{"eventNotifications": [{"realmId": "1; drop", '
-            b'"dataChangeEvent": {"entities": []}}]}',
+            realm_notification(GOOD_LEGACY_ITEM, realm="1; drop"),
+            "eventNotifications[0]",
+            "bad_id",
             "realmId must be a QBO id",
         ),
         (
-            b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {"entities": '
-            b'[{"name": "Invoice", "id": "1 OR 1=1", "operation": "Update"}]}}]}',
+            realm_notification({"name": "Invoice", "id": "1 OR 1=1", "operation": "Update"}),
+            "eventNotifications[0].dataChangeEvent.entities[0]",
+            "bad_id",
             r"entities\[0\].id must be a QBO id",
         ),
         (
-            b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {"entities": '
-            b'[{"id": "1", "operation": "Update"}]}}]}',
+            realm_notification({"id": "1", "operation": "Update"}),
+            "eventNotifications[0].dataChangeEvent.entities[0]",
+            "missing_field",
             r"entities\[0\].name must be a non-empty string",
         ),
-        (b"[1]", r"\[0\] must be an object"),
-        (b'[{"intuitentityid": "1", "intuitaccountid": "1"}]', r"\[0\].type must be"),
         (
-            b'[{"type": "qbo.invoice.updated.v1", "intuitentityid": "1"}]',
+            realm_notification("Invoice 1"),
+            "eventNotifications[0].dataChangeEvent.entities[0]",
+            "not_an_object",
+            "must be an object",
+        ),
+        (
+            realm_notification(
+                {"name": "Customer", "id": "1", "operation": "Merge", "deletedId": [2]}
+            ),
+            "eventNotifications[0].dataChangeEvent.entities[0]",
+            "bad_id",
+            "deletedId must be a QBO id",
+        ),
+    ],
+)
+def test_a_malformed_legacy_event_is_rejected_and_its_neighbours_kept(
+    bad: Any, where: str, code: str, reason: str
+) -> None:
+    # The bad part first, then a good item in the same realm and a good realm after it.
+    if isinstance(bad, dict) and "dataChangeEvent" in bad and bad.get("realmId") == REALM:
+        bad["dataChangeEvent"]["entities"].append(GOOD_LEGACY_ITEM)
+    body = legacy_body(bad, realm_notification(GOOD_LEGACY_ITEM, realm=OTHER_REALM))
+    delivery = parse_delivery(body)
+    [rejected] = delivery.rejected
+    assert (rejected.where, rejected.code) == (where, code)
+    assert re.search(reason, rejected.reason)
+    expected = [ChangeNotice(OTHER_REALM, "Invoice", "7", "Update", None)]
+    if where.endswith("]") and "entities" in where:  # only the item: its realm's others stay
+        expected.insert(0, ChangeNotice(REALM, "Invoice", "7", "Update", None))
+    assert delivery.notices == expected
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "reason"),
+    [
+        (1, "not_an_object", r"\[0\] must be an object"),
+        ({"intuitentityid": "1", "intuitaccountid": "1"}, "missing_field", r"\[0\].type must be"),
+        (
+            {"type": "qbo.invoice.updated.v1", "intuitentityid": "1"},
+            "bad_id",
             r"\[0\].intuitaccountid must be a QBO id",
         ),
         (
-            b'[{"type": "qbo.invoice.updated.v1", "intuitentityid": 1, "intuitaccountid": "1"}]',
+            {"type": "qbo.invoice.updated.v1", "intuitentityid": 1, "intuitaccountid": "1"},
+            "bad_id",
             r"\[0\].intuitentityid must be a QBO id",
         ),
         (
-            b'[{"type": "qbo.customer.merged.v1", "intuitentityid": "1", "intuitaccountid": "1",'
-            b' "data": {"deletedid": "x"}}]',
+            {
+                "type": "qbo.customer.merged.v1",
+                "intuitentityid": "1",
+                "intuitaccountid": "1",
+                "data": {"deletedid": "x"},
+            },
+            "bad_id",
             r"\[0\].data.deletedid must be a QBO id",
         ),
     ],
 )
-def test_malformed_bodies_are_refused_with_a_reason(body: bytes, reason: str) -> None:
-    with pytest.raises(WebhookInvalid, match=reason):
-        parse_notifications(body)
+def test_a_malformed_cloudevent_is_rejected_and_the_rest_of_the_array_kept(
+    bad: Any, code: str, reason: str
+) -> None:
+    good = cloudevent("qbo.invoice.updated.v1", "130")
+    delivery = parse_delivery(dumps([bad, good, good | {"intuitentityid": "131"}]))
+    [rejected] = delivery.rejected
+    assert (rejected.where, rejected.code) == ("[0]", code)
+    assert re.search(reason, rejected.reason)
+    assert [n.entity_id for n in delivery.notices] == ["130", "131"]
+
+
+def test_a_single_malformed_structured_cloudevent_is_one_rejection() -> None:
+    delivery = parse_delivery(dumps({"specversion": "1.0", "type": "qbo.invoice.updated.v1"}))
+    assert delivery.notices == []
+    assert [r.code for r in delivery.rejected] == ["bad_id"]
+
+
+def test_every_malformed_event_of_a_delivery_is_reported() -> None:
+    good = cloudevent("qbo.invoice.updated.v1", "130")
+    delivery = parse_delivery(dumps([{}, good, "x", good | {"intuitaccountid": "no"}]))
+    assert [(r.where, r.code) for r in delivery.rejected] == [
+        ("[0]", "missing_field"),
+        ("[2]", "not_an_object"),
+        ("[3]", "bad_id"),
+    ]
+    assert all(isinstance(r, RejectedEvent) and r.reason for r in delivery.rejected)
+    assert [n.entity_id for n in delivery.notices] == ["130"]
 
 
 def test_empty_batches_are_valid() -> None:
+    assert parse_delivery(b"[]").rejected == []
+    assert parse_delivery(b'{"eventNotifications": []}') == parse_delivery(b"[]")
     assert parse_notifications(b"[]") == []
-    assert parse_notifications(b'{"eventNotifications": []}') == []
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -599,18 +703,80 @@ async def test_a_bad_signature_is_401_and_publishes_nothing(
     assert publisher.batches == []
 
 
-async def test_a_malformed_signed_body_is_400_with_the_reason(
-    published: tuple[Publisher, httpx.AsyncClient],
+async def test_a_signed_delivery_with_a_malformed_event_syncs_the_rest_and_answers_200() -> None:
+    publisher, counts = Publisher(), Counter[str]()
+    body = dumps(
+        [
+            cloudevent("qbo.invoice.updated.v1", "130"),
+            {"type": "qbo.invoice.updated.v1", "intuitaccountid": REALM, "intuitentityid": "x"},
+            "not an event",
+        ]
+    )
+    async with make_client(publisher, rejections=counts) as client:
+        with capture_logs() as logs:
+            response = await client.post(WEBHOOK_PATH, content=body, headers=signed(body))
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["accepted"], answer["commands"], answer["rejected_count"]) == (1, 1, 2)
+    assert [r["where"] for r in answer["rejected"]] == ["[1]", "[2]"]
+    [[command]] = publisher.batches
+    assert isinstance(command, SyncChanges)
+    assert [c.id for c in command.changes] == ["130"]
+    assert counts == Counter({"bad_id": 1, "not_an_object": 1})
+    rejected = [e for e in logs if e["event"] == "webhook.event_rejected"]
+    assert [(e["where"], e["code"]) for e in rejected] == [
+        ("[1]", "bad_id"),
+        ("[2]", "not_an_object"),
+    ]
+    assert all(e["log_level"] == "warning" and e["reason"] for e in rejected)
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"eventNotifications": "soon"}', b"{not json", b'"hello"'], ids=repr
+)
+async def test_a_signed_but_unreadable_body_is_200_counted_and_publishes_nothing(
+    body: bytes,
 ) -> None:
-    publisher, client = published
-    body = b'{"eventNotifications": "soon"}'
-    response = await client.post(WEBHOOK_PATH, content=body, headers=signed(body))
-    assert response.status_code == 400
-    assert response.json() == {
-        "error": "invalid_payload",
-        "message": "eventNotifications must be an array",
-    }
+    # Intuit sends a delivery again until it gets a 2xx: the same bytes could never be read.
+    publisher, counts = Publisher(), Counter[str]()
+    async with make_client(publisher, rejections=counts) as client:
+        response = await client.post(WEBHOOK_PATH, content=body, headers=signed(body))
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected_count"], answer["rejected"][0]["where"]) == (
+        0,
+        1,
+        "body",
+    )
+    assert sum(counts.values()) == 1
     assert publisher.batches == []
+
+
+async def test_rejections_are_counted_once_a_delivery_is_answered_2xx() -> None:
+    counts = Counter[str]()
+    body = dumps([cloudevent("qbo.invoice.updated.v1", "130"), 5])
+    failing = Publisher(error=ConnectionError("down"))
+    async with make_client(failing, rejections=counts) as client:
+        assert (
+            await client.post(WEBHOOK_PATH, content=body, headers=signed(body))
+        ).status_code == 503
+    assert counts == Counter()  # Intuit will send it again: counted then
+    async with make_client(Publisher(), rejections=counts) as client:
+        assert (
+            await client.post(WEBHOOK_PATH, content=body, headers=signed(body))
+        ).status_code == 200
+    assert counts == Counter({"not_an_object": 1})
+
+
+async def test_a_bad_signature_still_refuses_a_delivery_with_malformed_events() -> None:
+    publisher, counts = Publisher(), Counter[str]()
+    body = dumps([cloudevent("qbo.invoice.updated.v1", "130"), 5])
+    async with make_client(publisher, rejections=counts) as client:
+        response = await client.post(
+            WEBHOOK_PATH, content=body, headers=signed(body, "another-app's-token")
+        )
+    assert response.status_code == 401
+    assert publisher.batches == [] and counts == Counter()
 
 
 async def test_an_oversized_body_is_413_by_its_content_length() -> None:

@@ -196,6 +196,14 @@ function renderRows() {
     tr.append(cell(formatMoney(invoice.total_amt, invoice.currency), "num"));
     const balance = cell(formatMoney(invoice.balance, invoice.currency), "num balance");
     balance.dataset.testid = "invoice-balance";
+    if (invoice.home_balance !== null && invoice.home_balance !== undefined) {
+      // A foreign-currency invoice of a multicurrency company: QBO's home-currency figure.
+      const home = document.createElement("small");
+      home.className = "note";
+      home.dataset.testid = "invoice-home-balance";
+      home.textContent = `home ${digits(invoice.home_balance)}`;
+      balance.append(home);
+    }
     tr.append(balance);
     const status = document.createElement("td");
     const pill = document.createElement("span");
@@ -203,6 +211,14 @@ function renderRows() {
     pill.textContent = label;
     pill.dataset.testid = "invoice-status";
     status.append(pill);
+    if (invoice.partially_paid) {
+      // Alongside open or overdue, not instead of it: the two are independent.
+      const partial = document.createElement("span");
+      partial.className = "pill pill-partial";
+      partial.textContent = "Partially paid";
+      partial.dataset.testid = "invoice-partially-paid";
+      status.append(" ", partial);
+    }
     tr.append(status);
     body.append(tr);
   }
@@ -226,6 +242,13 @@ function renderTotals(totals) {
   $("total-overdue").closest(".metric").classList.toggle("has-overdue", overdue);
 }
 
+// An inactive QuickBooks customer (made inactive, or merged away) is shown as such; a merge
+// re-points the mapping to the survivor, whose id the customer view names.
+function customerState(customer) {
+  if (customer.active !== false) return "";
+  return customer.merged_from ? "Inactive in QuickBooks (merged)" : "Inactive in QuickBooks";
+}
+
 function renderCustomer(info) {
   const customer = info.customer;
   $("customer-name").textContent = customer.display_name || customer.local_customer_id;
@@ -233,6 +256,8 @@ function renderCustomer(info) {
     `${customer.local_customer_id} · QuickBooks company ${customer.realm_id}` +
     ` · last synced ${relativeTime(customer.last_synced_at)}`;
   $("customer-meta").title = customer.last_synced_at || "";
+  $("customer-inactive").hidden = customer.active !== false;
+  $("customer-inactive").textContent = customerState(customer);
   const badge = $("connection");
   const connection = info.connection;
   let kind = "off";

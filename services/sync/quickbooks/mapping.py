@@ -5,7 +5,11 @@ Intuit facts encoded here (docs/design.md, "QBO facts"):
   "Voided" private note; a deleted one is known only from CDC/webhooks as a stub
   `{"status": "Deleted", "Id", "MetaData": {"LastUpdatedTime"}}`;
 - `SyncToken` is a decimal string that grows by one per change; together with
-  `MetaData.LastUpdatedTime` it orders versions of one invoice.
+  `MetaData.LastUpdatedTime` it orders versions of one invoice;
+- amounts are in the invoice's `CurrencyRef`. A company with multicurrency enabled adds
+  `ExchangeRate` (home currency units per one unit of `CurrencyRef`) and, on an invoice in a
+  foreign currency, `HomeTotalAmt` and `HomeBalance`; without them the amounts are already in
+  the home currency (docs/design.md, "QBO facts").
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ class InvoiceRecord:
     sync_token: int
     last_updated_time: datetime
     raw_json: str
+    # Multicurrency companies only (None otherwise): see the module docstring.
+    exchange_rate: Decimal | None = None
+    home_total_amt: Decimal | None = None
+    home_balance: Decimal | None = None
 
     @property
     def deleted(self) -> bool:
@@ -112,6 +120,24 @@ def _money(value: Any) -> Decimal:
         return money.amount(value)
     except money.InexactAmount as exc:
         raise UnmappableInvoice(str(exc)) from None
+
+
+def _optional_money(value: Any, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return money.amount(value)
+    except money.InexactAmount as exc:
+        raise UnmappableInvoice(f"{field}: {exc}") from None
+
+
+def _exchange_rate(value: Any) -> Decimal | None:
+    rate = _optional_money(value, "ExchangeRate")
+    if rate is not None and rate <= 0:
+        # Home units per foreign unit: a rate of zero or below would turn every home amount
+        # derived from it into nonsense, so the invoice is refused (and recorded) instead.
+        raise UnmappableInvoice(f"ExchangeRate {rate} is not positive")
+    return rate
 
 
 def _ref(value: Any) -> str | None:
@@ -203,6 +229,9 @@ def invoice_record(realm_id: str, invoice: Mapping[str, Any]) -> InvoiceRecord:
         sync_token=sync_token,
         last_updated_time=last_updated,
         raw_json=raw,
+        exchange_rate=_exchange_rate(invoice.get("ExchangeRate")),
+        home_total_amt=_optional_money(invoice.get("HomeTotalAmt"), "HomeTotalAmt"),
+        home_balance=_optional_money(invoice.get("HomeBalance"), "HomeBalance"),
     )
 
 
@@ -217,3 +246,61 @@ def deleted_stub(realm_id: str, invoice_id: str, last_updated: datetime) -> Invo
             "MetaData": {"LastUpdatedTime": last_updated.isoformat()},
         },
     )
+
+
+# ------------------------------------------------------------------------------ customers
+
+MAX_DISPLAY_NAME = 500  # Intuit allows 500 characters in a customer's DisplayName
+
+
+class UnmappableCustomer(ValueError):
+    """The JSON is not a customer we can take facts from (missing Id, bad SyncToken...)."""
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    """What a mapping keeps of a QBO customer as of the last read (docs/data-model.md)."""
+
+    qbo_customer_id: str
+    sync_token: int  # -1 for a deletion stub, which carries none
+    active: bool
+    display_name: str | None
+    deleted: bool = False
+
+
+def customer_facts(customer: Any) -> CustomerFacts:
+    """Map one Customer object (from a query or CDC) to the facts a mapping keeps.
+
+    QBO customers are never deleted, only made inactive (a merged-away one is inactive and
+    renamed "... (deleted)"); should CDC all the same send a `status: "Deleted"` stub, it is
+    kept as an inactive, deleted customer.
+    """
+    if not isinstance(customer, Mapping):
+        raise UnmappableCustomer("a customer must be a JSON object")
+    customer_id = customer.get("Id")
+    if not isinstance(customer_id, str) or not _QBO_ID.fullmatch(customer_id):
+        raise UnmappableCustomer(f"customer without a numeric Id: {str(customer_id)[:40]!r}")
+    if str(customer.get("status", "")).lower() == "deleted":
+        return CustomerFacts(customer_id, -1, active=False, display_name=None, deleted=True)
+    token = customer.get("SyncToken")
+    if not (
+        isinstance(token, str)
+        and token.isascii()
+        and token.isdigit()
+        and len(token) <= _SYNC_TOKEN_DIGITS
+    ):
+        raise UnmappableCustomer(f"customer {customer_id} has no usable SyncToken")
+    active = customer.get("Active", True)  # QBO's default for a new customer
+    if not isinstance(active, bool):
+        raise UnmappableCustomer(f"customer {customer_id} has a non-boolean Active")
+    name = customer.get("DisplayName")
+    if name is not None and not isinstance(name, str):
+        raise UnmappableCustomer(f"customer {customer_id} has a non-text DisplayName")
+    if name is not None:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnmappableCustomer(
+                f"customer {customer_id} holds text that is not valid Unicode"
+            ) from None
+    return CustomerFacts(customer_id, int(token), active, name[:MAX_DISPLAY_NAME] if name else None)

@@ -78,6 +78,9 @@ def test_status_filters() -> None:
     assert status_filter("voided", TODAY) == {"status": "voided"}
     assert status_filter("deleted", TODAY) == {"status": "deleted"}
     assert status_filter("overdue", TODAY) == {"status": "open", "due_date": {"$lt": "2030-03-15"}}
+    # Equalities only, overdue or not: a subset of open, as overdue is.
+    assert status_filter("partially_paid", TODAY) == {"status": "open", "partially_paid": True}
+    assert parse_invoice_query({"status": "partially_paid"}).status == "partially_paid"
 
 
 def test_offset_is_parsed_and_bounded() -> None:

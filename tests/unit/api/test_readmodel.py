@@ -48,12 +48,84 @@ def test_an_open_invoice_event_becomes_a_read_model_document() -> None:
         "balance": "1000.01",
         "balance_key": "p00000000000000001000.01",
         "balance_micros": 1_000_010_000,
+        # An event of a company without multicurrency (or from before these fields).
+        "exchange_rate": None,
+        "home_total_amt": None,
+        "home_balance": None,
         "status": "open",
+        "partially_paid": True,  # 1000.01 of 1234.56 still owed
         "deleted": False,
         "version": 3,
         "last_updated_time": "2026-11-25T00:32:09-08:00",
         "projected_at": NOW,
     }
+
+
+def test_a_foreign_currency_invoice_keeps_its_home_amounts_exactly() -> None:
+    doc = read_invoice(example("valid-foreign-currency.json"), NOW)
+    assert (doc["currency"], doc["exchange_rate"]) == ("EUR", "1.0842")
+    assert (doc["home_total_amt"], doc["home_balance"]) == ("542.10", "216.84")
+    shown = render_invoice(doc, TODAY)
+    assert shown["exchange_rate"] == Decimal("1.0842")
+    assert shown["home_total_amt"] == Decimal("542.10")
+    assert shown["home_balance"] == Decimal("216.84")
+    assert (shown["total_amt"], shown["balance"]) == (Decimal("500.00"), Decimal("200.00"))
+    assert jsoncodec.dumps({"r": shown["exchange_rate"]}) == '{"r":1.0842}'
+
+
+def test_an_event_without_the_multicurrency_fields_is_projected_with_nulls() -> None:
+    event = example("valid-foreign-currency.json")
+    for name in ("exchange_rate", "home_total_amt", "home_balance"):
+        del event["data"][name]  # as an event emitted before they existed
+    shown = render_invoice(read_invoice(event, NOW), TODAY)
+    assert (shown["exchange_rate"], shown["home_total_amt"], shown["home_balance"]) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_read_model_document_from_before_the_fields_is_still_rendered() -> None:
+    doc = read_invoice(example("valid-open.json"), NOW)
+    for name in ("exchange_rate", "home_total_amt", "home_balance", "partially_paid"):
+        del doc[name]
+    shown = render_invoice(doc, TODAY)
+    assert shown["home_balance"] is None
+    assert shown["partially_paid"] is True  # computed from the amounts it does have
+
+
+@pytest.mark.parametrize(
+    ("status", "total", "balance", "partially_paid"),
+    [
+        ("open", "100.00", "40.00", True),
+        ("open", "100.00", "100.00", False),  # nothing paid yet
+        ("open", "100.00", "0.01", True),
+        ("paid", "100.00", "0.00", False),
+        ("voided", "0", "0", False),
+        ("deleted", "100.00", "40.00", False),
+        ("open", "100.00", "150.00", False),  # owes more than the total: not a payment
+    ],
+)
+def test_partially_paid_is_open_with_a_payment_applied(
+    status: str, total: str, balance: str, partially_paid: bool
+) -> None:
+    event = example("valid-open.json")
+    event["data"].update(
+        status=status,
+        deleted=status == "deleted",
+        total_amt=Decimal(total),
+        balance=Decimal(balance),
+    )
+    doc = read_invoice(event, NOW)
+    assert doc["partially_paid"] is partially_paid
+    assert render_invoice(doc, TODAY)["partially_paid"] is partially_paid
+
+
+def test_partially_paid_and_overdue_are_independent() -> None:
+    event = example("valid-open.json")  # due 2026-12-25, long before TODAY
+    shown = render_invoice(read_invoice(event, NOW), TODAY)
+    assert shown["status"] == "open"
+    assert shown["overdue"] is True and shown["partially_paid"] is True
 
 
 def test_a_deleted_invoice_is_kept_as_deleted() -> None:

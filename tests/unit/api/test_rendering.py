@@ -131,3 +131,29 @@ def test_a_throttled_command_says_when_it_runs_again() -> None:
     assert rendered["status"] == "throttled"
     assert rendered["resumes_at"] == "2030-01-01T00:01:00Z"
     assert "resumes_at" not in render_command({**doc, "status": "running"})
+
+
+def test_an_inactive_merged_customer_is_rendered_with_its_qbo_facts() -> None:
+    merged = {
+        **MAPPING,
+        "active": False,
+        "qbo_sync_token": 12,
+        "merged_from": "57",
+        "customer_read_at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+    }
+    customer = render_customer(merged, None, reconnect_via("http://x"))["customer"]
+    assert (customer["active"], customer["qbo_sync_token"], customer["merged_from"]) == (
+        False,
+        "12",
+        "57",
+    )
+    assert customer["customer_read_at"] == "2030-01-02T03:04:05Z"
+
+
+def test_a_mapping_stored_before_the_customer_was_read_has_no_facts() -> None:
+    customer = render_customer(MAPPING, None, reconnect_via("http://x"))["customer"]
+    assert (customer["active"], customer["qbo_sync_token"], customer["merged_from"]) == (
+        None,
+        None,
+        None,
+    )
