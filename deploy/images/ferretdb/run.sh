@@ -9,6 +9,9 @@ set -euo pipefail
 
 data="${PGDATA:-/data/db/postgres}"
 listen="${FERRETDB_LISTEN_ADDR:-0.0.0.0:27017}"
+# FerretDB's PostgreSQL connections, as in deploy/local/infra.sh: too few deadlock FerretDB v1
+# (docs/design.md, "Local engine notes").
+pool="${FERRETDB_POOL:-200}"
 socket=/run/postgresql
 pg_bin=/usr/lib/postgresql/15/bin
 as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups --)
@@ -29,7 +32,8 @@ if [[ ! -f "$data/PG_VERSION" ]]; then
 fi
 
 "${as_postgres[@]}" "$pg_bin/postgres" -D "$data" -c listen_addresses= \
-  -c unix_socket_directories="$socket" -c jit=off -c log_min_messages=warning &
+  -c unix_socket_directories="$socket" -c jit=off -c log_min_messages=warning \
+  -c max_connections=$((pool + 20)) &
 postgres=$!
 until "$pg_bin/pg_isready" -q -h "$socket" -U ferretdb -d postgres; do
   kill -0 "$postgres" 2>/dev/null || { echo "ferretdb-run: postgres exited" >&2; exit 1; }
@@ -41,7 +45,7 @@ if [[ "$("$pg_bin/psql" -h "$socket" -U ferretdb -d postgres -XAtc \
 fi
 
 "${as_postgres[@]}" /usr/local/bin/ferretdb-local -listen-addr "$listen" \
-  -postgresql-url "postgres:///ferretdb?host=$socket&user=ferretdb&pool_max_conns=16" &
+  -postgresql-url "postgres:///ferretdb?host=$socket&user=ferretdb&pool_max_conns=$pool" &
 ferretdb=$!
 
 # shellcheck disable=SC2329 # the trap below calls it
