@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.api.app import ApiService, Clock, api_service, utc_now
+from services.api.app import ApiService, api_service
 from services.common import jsoncodec
+from services.common.clock import Clock, utc_now
 from services.common.kafka import make_producer
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, default_schemas

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -27,20 +26,16 @@ from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.responses import EXCEPTION_HANDLERS
 from services.api.routes import RouteContext, api_routes
 from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
+from services.common.clock import Clock, utc_now
 from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.credentials import require_own_secrets
 from services.common.mongo import CommandCounter, Document, make_client
 from services.common.settings import Settings
 
-Clock = Callable[[], datetime]
 log = structlog.get_logger(__name__)
 
 # Secrets whose defaults are published: outside local development each must be configured.
 OWN_SECRETS = ("api_tokens", "connect_link_secret")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

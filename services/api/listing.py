@@ -8,7 +8,6 @@ descending, as in MongoDB and FerretDB; the keyset filters below follow the same
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from services.common import money
+from services.common import b64url, money
 from services.common.mongo import Document
 
 DEFAULT_LIMIT = 50
@@ -99,14 +98,14 @@ class Cursor:
 
     def encode(self) -> str:
         raw = json.dumps([self.sort, self.value, self.last_id], separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return b64url.encode(raw.encode())
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         if len(text) > _MAX_CURSOR_CHARS:
             raise InvalidParameter("cursor", "cursor is too long")
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raw = b64url.decode(text)
             sort, value, last_id = json.loads(raw)
         except (binascii.Error, ValueError, TypeError):
             raise InvalidParameter("cursor", "cursor is malformed") from None

@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 import structlog
@@ -39,6 +39,7 @@ from services.api.producer import LazyProducer
 from services.api.readmodel import UnprojectableEvent, invoice_key, read_invoice
 from services.api.store import Applied, ReadInvoices
 from services.common import jsoncodec
+from services.common.clock import Clock, utc_now
 from services.common.kafka import ensure_topics, make_consumer, topics_for
 from services.common.logging import configure_logging
 from services.common.mongo import Document, counted_as, make_client
@@ -47,14 +48,9 @@ from services.common.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 
-Clock = Callable[[], datetime]
 _MAX_REASON = 1000
 # Failures of our own infrastructure: retry the record later, never dead-letter it.
 RETRYABLE = (PyMongoError, KafkaError, OSError)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Outcome(StrEnum):

@@ -10,7 +10,6 @@ to be followed at once, not stored.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from services.common import b64url
 from services.common.credentials import development_secret
 from services.common.settings import Settings
 
@@ -48,14 +48,6 @@ class ConnectLink:
         return f"{sync_public_url.rstrip('/')}/oauth/connect?{urlencode({'link': self.token})}"
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def load_connect_link_secret(settings: Settings) -> bytes:
     configured = settings.connect_link_secret.get_secret_value()
     if configured:
@@ -78,7 +70,7 @@ class ConnectLinks:
         if not USER_ID.match(user_id):
             raise ValueError("a user id is 1-128 of A-Z a-z 0-9 . _ : @ -")
         expires_at = self._clock() + self._ttl
-        payload = _b64(
+        payload = b64url.encode(
             json.dumps(
                 {"u": user_id, "e": int(expires_at.timestamp())}, separators=(",", ":")
             ).encode()
@@ -96,7 +88,7 @@ class ConnectLinks:
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise LinkRejected("connect link signature does not match")
         try:
-            fields = json.loads(_unb64(payload))
+            fields = json.loads(b64url.decode(payload))
             user_id, expires = str(fields["u"]), int(fields["e"])
         except (ValueError, KeyError, TypeError):
             raise LinkRejected("malformed connect link") from None
@@ -107,4 +99,6 @@ class ConnectLinks:
         return user_id
 
     def _mac(self, payload: str) -> str:
-        return _b64(hmac.new(self._secret, _PURPOSE + payload.encode(), hashlib.sha256).digest())
+        return b64url.encode(
+            hmac.new(self._secret, _PURPOSE + payload.encode(), hashlib.sha256).digest()
+        )

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.common import b64url
+
 VERSION = "v1"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -34,17 +36,12 @@ class DecryptionError(Exception):
     """A token could not be decrypted: malformed, unknown key id, or failed authentication."""
 
 
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _b64url_decode(text: str) -> bytes:
     if not _B64URL_RE.fullmatch(text):
         raise DecryptionError("token payload is not base64url")
-    unpadded = text.rstrip("=")
     try:
-        return base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
-    except (binascii.Error, ValueError) as exc:
+        return b64url.decode(text)
+    except ValueError as exc:
         raise DecryptionError("token payload is not base64url") from exc
 
 
@@ -124,7 +121,7 @@ class KeyRing:
         sealed = self._ciphers[self._primary].encrypt(
             nonce, plaintext.encode("utf-8"), _aad(self._primary, associated_data)
         )
-        return f"{VERSION}.{self._primary}.{_b64url_encode(nonce + sealed)}"
+        return f"{VERSION}.{self._primary}.{b64url.encode(nonce + sealed)}"
 
     def decrypt(self, token: str, associated_data: str) -> str:
         """Decrypt a token from ``encrypt``; raises ``DecryptionError`` on any failure."""

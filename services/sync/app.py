@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.common.access import Guard, Rule, checked_routes
+from services.common.clock import Clock, utc_now
 from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.credentials import BearerTokens, development_secret, require_own_secrets
 from services.common.crypto import KeyRing
@@ -59,13 +60,6 @@ from services.sync.web import (
 )
 from services.sync.webhooks import webhook_routes
 from services.sync.worker import CommandWorker, WorkerOptions
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 # Secrets whose defaults are published: outside local development each must be configured.
 OWN_SECRETS = (

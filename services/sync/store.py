@@ -23,6 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common import money
+from services.common.clock import Clock
 from services.common.messages import Command
 from services.common.mongo import Document, IndexSpec, find_by_ids
 from services.sync.quickbooks.mapping import CustomerFacts, InvoiceRecord
@@ -42,7 +43,6 @@ INDEXES = [
     IndexSpec("rejected_invoices", [("realm_id", 1), ("last_seen_at", -1)], "realm_last_seen"),
 ]
 
-Clock = Callable[[], datetime]
 
 HELD_FIELDS: Document = {
     "version": 1,
@@ -299,15 +299,6 @@ class InvoiceStore:
 
     async def _held(self, keys: list[str]) -> dict[str, Held]:
         return {d["_id"]: Held.of(d) for d in await find_by_ids(self._invoices, keys, HELD_FIELDS)}
-
-    async def keys_for_customer(self, realm_id: str, qbo_customer_id: str) -> list[str]:
-        cursor = self._invoices.find(
-            {"realm_id": realm_id, "qbo_customer_id": qbo_customer_id}, {"_id": 1}
-        )
-        return [d["_id"] async for d in cursor]
-
-    async def get(self, realm_id: str, invoice_id: str) -> Document | None:
-        return await self._invoices.find_one({"_id": f"{realm_id}:{invoice_id}"})
 
 
 @dataclass(frozen=True)

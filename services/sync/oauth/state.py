@@ -11,7 +11,6 @@ Why all four:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -22,6 +21,7 @@ from datetime import datetime, timedelta
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.common import b64url
 from services.common.mongo import Document, IndexSpec
 
 STATE_TTL = timedelta(minutes=10)
@@ -46,14 +46,6 @@ class IssuedState:
     expires_at: datetime
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class StateSigner:
     def __init__(
         self, secret: bytes, clock: Callable[[], datetime], ttl: timedelta = STATE_TTL
@@ -67,7 +59,7 @@ class StateSigner:
     def issue(self, user_id: str) -> IssuedState:
         nonce = secrets.token_urlsafe(24)
         expires_at = self._clock() + self._ttl
-        payload = _b64(
+        payload = b64url.encode(
             json.dumps(
                 {"u": user_id, "n": nonce, "e": int(expires_at.timestamp())},
                 separators=(",", ":"),
@@ -83,7 +75,7 @@ class StateSigner:
         if not hmac.compare_digest(signature, self._sign(payload)):
             raise StateRejected("state signature does not match")
         try:
-            fields = json.loads(_unb64(payload))
+            fields = json.loads(b64url.decode(payload))
             user_id, nonce, expires = str(fields["u"]), str(fields["n"]), int(fields["e"])
         except (ValueError, KeyError, TypeError):
             raise StateRejected("malformed state") from None
@@ -93,7 +85,7 @@ class StateSigner:
         return IssuedState(value, nonce, user_id, expires_at)
 
     def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+        return b64url.encode(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
 
 class StateStore:
