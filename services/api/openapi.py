@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from services.api.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, SORTS, STATUSES
+from services.common.statuses import CommandStatus, ConnectionStatus, InvoiceStatus
 
 LOCAL_CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 COMMAND_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
-COMMAND_STATUSES = ["queued", "running", "throttled", "succeeded", "failed", "needs_reauth"]
-CONNECTION_STATUSES = ["active", "needs_reauth", "disconnected"]
-INVOICE_STATUSES = ["open", "paid", "voided", "deleted"]
+COMMAND_STATUSES = [s.value for s in CommandStatus]
+CONNECTION_STATUSES = [s.value for s in ConnectionStatus]
+INVOICE_STATUSES = [s.value for s in InvoiceStatus]
 
 
 def _ref(name: str) -> dict[str, str]:

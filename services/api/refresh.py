@@ -26,6 +26,7 @@ from services.api.producer import LazyProducer
 from services.api.store import CommandPublications, CommandRecords, Outcome
 from services.common.messages import RefreshInvoices, new_command_id
 from services.common.mongo import Document
+from services.common.statuses import CommandStatus
 
 # Printable ASCII without spaces: what fits in a header and a log line unchanged.
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -145,7 +146,7 @@ async def request_refresh(
         "type": command.type,
         "realm_id": command.realm_id,
         "local_customer_id": local_customer_id,
-        "status": "queued",
+        "status": CommandStatus.QUEUED.value,
         "issued_at": command.issued_at,
         "issued_by": command.issued_by,
         "queued_at": publisher.clock(),
@@ -156,9 +157,9 @@ async def request_refresh(
     if idempotency_key:
         record["idempotency_key"] = idempotency_key
     queued = await commands.queue(record)
-    status = str(queued.doc.get("status") or "queued")
-    if status != "queued":
+    status = str(queued.doc.get("status") or CommandStatus.QUEUED)
+    if status != CommandStatus.QUEUED:
         # The sync worker has picked it up: it was certainly published.
         return RefreshRequested(command.command_id, status, queued.created)
     await publisher.publish_once(_command_of(queued.doc), queued.created)
-    return RefreshRequested(command.command_id, "queued", queued.created)
+    return RefreshRequested(command.command_id, CommandStatus.QUEUED.value, queued.created)

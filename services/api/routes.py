@@ -47,6 +47,7 @@ from services.common.access import Guard, Rule, checked_routes
 from services.common.connect_links import ConnectLinks
 from services.common.httpbody import BodyRejected, read_json
 from services.common.mongo import Document
+from services.common.statuses import CommandStatus, ConnectionStatus
 from services.common.unavailable import RETRY_AFTER_S
 
 log = structlog.get_logger(__name__)
@@ -148,7 +149,7 @@ def render_customer(
         "connection": {
             "realm_id": connection["_id"],
             "status": status,
-            "needs_reauth": status == "needs_reauth",
+            "needs_reauth": status == ConnectionStatus.NEEDS_REAUTH,
             "reauth_reason": connection.get("reauth_reason"),
             "refresh_token_hard_expires_at": iso_timestamp(
                 connection.get("refresh_token_hard_expires_at")
@@ -167,7 +168,7 @@ def render_command(doc: Mapping[str, Any]) -> dict[str, Any]:
         "type": doc.get("type") or "unknown",
         "realm_id": doc.get("realm_id") or "",
         "local_customer_id": doc.get("local_customer_id"),
-        "status": doc.get("status") or "queued",
+        "status": doc.get("status") or CommandStatus.QUEUED.value,
         "reason": doc.get("reason"),
         "issued_at": iso_timestamp(doc.get("issued_at")),
         "issued_by": doc.get("issued_by"),
@@ -181,7 +182,7 @@ def render_command(doc: Mapping[str, Any]) -> dict[str, Any]:
             else None
         ),
     }
-    if rendered["status"] == "throttled":
+    if rendered["status"] == CommandStatus.THROTTLED:
         # The realm is paused at QBO's request; the command runs again at this time.
         rendered["resumes_at"] = iso_timestamp(doc.get("resumes_at"))
     return rendered

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -26,6 +25,7 @@ from services.common import money
 from services.common.clock import Clock
 from services.common.messages import Command
 from services.common.mongo import Document, IndexSpec, find_by_ids
+from services.common.statuses import CommandStatus
 from services.sync.quickbooks.mapping import CustomerFacts, InvoiceRecord
 
 log = structlog.get_logger(__name__)
@@ -469,15 +469,6 @@ class CustomerMappings:
             {"_id": local_customer_id},
             {"$set": {"last_synced_at": self._clock(), "last_sync_command_id": command_id}},
         )
-
-
-class CommandStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    NEEDS_REAUTH = "needs_reauth"
-    THROTTLED = "throttled"  # QBO throttles the realm: the command runs again at `resumes_at`
 
 
 FINISHED = [

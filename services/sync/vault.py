@@ -20,7 +20,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -30,6 +29,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.common.crypto import KeyRing
 from services.common.mongo import Document, IndexSpec
+from services.common.statuses import ConnectionStatus
 from services.sync.oauth.intuit import IntuitOAuthClient, InvalidGrant, OAuthError, TokenGrant
 from services.sync.quickbooks.errors import ReauthRequired
 
@@ -46,12 +46,6 @@ CONNECTION_CACHE = timedelta(seconds=30)
 HARD_EXPIRY_WARNING = timedelta(days=30)
 
 log = structlog.get_logger(__name__)
-
-
-class ConnectionStatus(StrEnum):
-    ACTIVE = "active"
-    NEEDS_REAUTH = "needs_reauth"
-    DISCONNECTED = "disconnected"
 
 
 class NotConnected(Exception):

@@ -53,6 +53,7 @@ from services.common.messages import (
     parse_command,
 )
 from services.common.schemas import MessageInvalid
+from services.common.statuses import CommandStatus
 from services.sync import handlers
 from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.offsets import OffsetTracker
@@ -64,7 +65,7 @@ from services.sync.quickbooks.errors import (
     ReauthRequired,
 )
 from services.sync.scheduler import Deferred, Job, Outcome, RealmScheduler
-from services.sync.store import Attempt, CommandLog, CommandStatus
+from services.sync.store import Attempt, CommandLog
 from services.sync.vault import NotConnected
 
 log = structlog.get_logger(__name__)

@@ -17,7 +17,8 @@ from services.api.refresh import command_id_for
 from services.common.messages import RefreshInvoices, parse_command
 from services.common.mongo import Document
 from services.common.settings import Settings
-from services.sync.store import CommandLog, CommandStatus
+from services.common.statuses import CommandStatus
+from services.sync.store import CommandLog
 from tests.api_support import consume_all, produce, running_api, seed_mapping
 from tests.integration.conftest import SyncUnderTest
 from tests.integration.test_sync_worker import (

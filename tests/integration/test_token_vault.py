@@ -15,10 +15,10 @@ from pymongo.errors import AutoReconnect
 
 from qbo_emulator.testing import RunningEmulator
 from services.common.logging import configure_logging
+from services.common.statuses import ConnectionStatus
 from services.sync.oauth.intuit import InvalidGrant, TokenGrant
 from services.sync.quickbooks.errors import QboThrottled, QboUnavailable, ReauthRequired
 from services.sync.quickbooks.query import Select
-from services.sync.vault import ConnectionStatus
 from tests.integration.conftest import SyncUnderTest
 from tests.support import MovableClock
 

@@ -16,10 +16,11 @@ from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from services.common.messages import Command, RefreshInvoices
+from services.common.statuses import CommandStatus
 from services.sync.handlers import Dependencies
 from services.sync.quickbooks.errors import QboThrottled
 from services.sync.scheduler import Outcome
-from services.sync.store import FINISHED, Attempt, CommandLog, CommandStatus
+from services.sync.store import FINISHED, Attempt, CommandLog
 from services.sync.worker import CommandWorker, WorkerOptions
 from tests.fakes import FakeTime, settle
 

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from services.common import jsoncodec, money
+from services.common.statuses import InvoiceStatus
 
 # What the InvoiceUpdated contract (schemas/events) accepts; an invoice outside it is refused
 # here, one at a time, instead of failing its whole page when its event is built.
@@ -30,13 +30,6 @@ _QBO_ID = re.compile(r"[0-9]{1,32}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 MAX_DOC_NUMBER = 64
 _SYNC_TOKEN_DIGITS = 12
-
-
-class InvoiceStatus(StrEnum):
-    OPEN = "open"
-    PAID = "paid"
-    VOIDED = "voided"
-    DELETED = "deleted"
 
 
 class UnmappableInvoice(ValueError):

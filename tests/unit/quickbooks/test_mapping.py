@@ -16,10 +16,10 @@ import pytest
 
 from services.common import jsoncodec
 from services.common.schemas import INVOICE_UPDATED, default_schemas
+from services.common.statuses import InvoiceStatus
 from services.sync.events import invoice_updated
 from services.sync.quickbooks.mapping import (
     InvoiceRecord,
-    InvoiceStatus,
     UnmappableInvoice,
     invoice_record,
 )
