@@ -3,7 +3,6 @@ asks again, deletions arrive as tombstones, and the checkpoint moves only after 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
@@ -38,7 +37,9 @@ async def test_full_cdc_answer_narrows_the_window_until_everything_is_stored(
         )["Id"]
         for _ in range(1500)
     ]
-    await asyncio.sleep(1.1)  # CDC has second resolution: the deletion lands in a later second
+    # CDC has second resolution: the deletion lands in a later second (the emulator's clock).
+    later = emulator.state.clock() + 1.1
+    emulator.state.clock = lambda: later
     emulator.state.delete_invoice(REALM, ids[0])
     before_poll = clock()
 
