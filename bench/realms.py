@@ -28,8 +28,10 @@ import aiohttp
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
+from bench import baselines
 from bench.api_client import ApiClient
 from bench.connect import connect_realms, map_customer
+from bench.costs import Costs, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import publish
 from bench.procs import ROOT
@@ -56,6 +58,10 @@ class Round:
     invoices: int = 0
     webhook: list[float] = field(default_factory=list)  # change -> visible in the api
     stored: list[float] = field(default_factory=list)  # change -> stored, event acked
+    costs: Costs | None = None  # the sync process's CPU and MongoDB commands over the round
+    # Raw insert_many of the documents the round stored, on the same database right after it:
+    # what the database alone takes for the same writes (None: not measured in this round).
+    raw: baselines.Throughput | None = None
 
 
 @dataclass
@@ -113,7 +119,9 @@ async def multi_company(
         # The idle company's latency is the first round's figure; later rounds only time the
         # same work, without the api and its projector competing for the machine.
         changes = webhook_changes if i == 0 else 0
-        rounds.append(await _round(base, companies, invoices_each, changes, concurrency, keep))
+        rounds.append(
+            await _round(base, companies, invoices_each, changes, concurrency, keep, i == 0)
+        )
     return MultiCompany(companies, invoices_each, physical_limit_s(invoices_each), rounds)
 
 
@@ -124,10 +132,16 @@ async def _round(
     webhook_changes: int,
     concurrency: int,
     keep: bool,
+    measure_raw: bool,
 ) -> Round:
     run_id = uuid.uuid4().hex[:8]
     settings = run_settings(
-        base, "bench-realms", run_id, cdc_poll_interval_s=3600.0, worker_concurrency=concurrency
+        base,
+        "bench-realms",
+        run_id,
+        cdc_poll_interval_s=3600.0,
+        worker_concurrency=concurrency,
+        mongodb_command_counts=True,
     )
     logs = ROOT / ".local" / "bench" / "logs" / run_id
     stack = Stack(
@@ -157,7 +171,7 @@ async def _round(
                 found = await admin.query_all(realm_id, "Customer", "", token)
                 customers[realm_id] = str(found[-1]["Id"])
             await connect_realms(stack.wired(), admin, [*realms, IDLE_REALM], "bench")
-            await stack.start_sync("all")
+            sync = await stack.start_sync("all")
             for realm_id, qbo_customer in customers.items():
                 local = IDLE if realm_id == IDLE_REALM else f"realms-{realm_id}"
                 await map_customer(http, stack.sync_url, local, realm_id, qbo_customer)
@@ -180,6 +194,7 @@ async def _round(
                 for realm_id in realms
             ]
             log.warning("bench.realms", companies=companies, concurrency=concurrency)
+            before = await sync_snapshot(http, stack.sync_url, sync)
             started = time.perf_counter()
             await asyncio.gather(*(publish(settings, c) for c in commands))
             ids = [c.command_id for c in commands]
@@ -198,12 +213,21 @@ async def _round(
                     break
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
+            result.costs = Costs.between(before, await sync_snapshot(http, stack.sync_url, sync))
             if probe is not None:
                 await probe
             failed = await db["commands"].count_documents({"_id": {"$in": ids}, "status": "failed"})
             if failed:
                 raise RuntimeError(f"{failed} refreshes failed")
             result.invoices = await db["invoices"].count_documents({"realm_id": {"$in": realms}})
+            if measure_raw:
+                log.warning("bench.realms_raw_insert", invoices=result.invoices)
+                result.raw = await asyncio.to_thread(
+                    baselines.raw_insert_customers,
+                    settings.mongodb_uri,
+                    settings.mongodb_database,
+                    [(r, customers[r]) for r in realms],
+                )
     except BaseException:
         print(stack.logs_tail())
         raise
