@@ -92,6 +92,7 @@ class InvoiceEvents:
         self._clock = clock
         self._schemas = schemas or default_schemas()
         self._partitioner = DefaultPartitioner()
+        self._partition_locks: dict[int, asyncio.Lock] = {}
         self.emitted = 0
 
     async def publish(self, docs: Sequence[Document]) -> int:
@@ -126,9 +127,15 @@ class InvoiceEvents:
         return len(docs)
 
     async def _send(self, batch: BatchBuilder, partition: int) -> asyncio.Future[Any]:
-        delivery: asyncio.Future[Any] = await self._producer.send_batch(
-            batch, self._topic, partition=partition
-        )
+        # One batch of ours waits for a partition at a time, the others queue here in order:
+        # aiokafka's producer holds one unsent batch per partition, and every sender waiting
+        # for that slot wakes when it frees and takes from its own time-out each time, so with
+        # dozens of realms' pages at once (docs/design.md invariant 8) they timed out in turns.
+        lock = self._partition_locks.setdefault(partition, asyncio.Lock())
+        async with lock:
+            delivery: asyncio.Future[Any] = await self._producer.send_batch(
+                batch, self._topic, partition=partition
+            )
         return delivery
 
     async def flush(
