@@ -34,6 +34,7 @@ from bench.connect import connect_realms, map_customer
 from bench.costs import Costs, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import publish
+from bench.kafka_counts import topic_record_count
 from bench.procs import ROOT
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.webhook_latency import webhook_latencies, write_latencies
@@ -62,6 +63,16 @@ class Round:
     # Raw insert_many of the documents the round stored, on the same database right after it:
     # what the database alone takes for the same writes (None: not measured in this round).
     raw: baselines.Throughput | None = None
+    finished_s: dict[str, float] = field(default_factory=dict)  # realm -> its command finished
+    throttled_realm: str | None = None  # held throttled by the emulator for a while
+    throttled_s: float = 0.0
+    dead_lettered: int = 0  # records on the dead-letter topic after the round
+    failed: int = 0  # refreshes that finished failed
+    throttled_answers: int = 0  # 429s the emulator answered for the throttled company
+
+    def others_s(self, left_out: str) -> float:
+        """Until every company but `left_out` had its refresh finished."""
+        return max((t for r, t in self.finished_s.items() if r != left_out), default=0.0)
 
 
 @dataclass
@@ -70,6 +81,8 @@ class MultiCompany:
     invoices_each: int
     physical_s: float
     rounds: list[Round]
+    throttled: Round | None = None  # the same work, one company throttled (None: not run)
+    throttle_pause_s: float = 60.0  # the sync's pause of a realm QBO keeps throttling
 
 
 def physical_limit_s(invoices_each: int) -> float:
@@ -102,6 +115,15 @@ async def _probe(
     )
 
 
+async def _lift_after(admin: EmulatorAdmin, seconds: float) -> dict[str, int]:
+    """Lift the throttle after `seconds`; returns how often each rule fired."""
+    await asyncio.sleep(seconds)
+    fired = await admin.faults_fired()
+    await admin.clear_faults()
+    log.warning("bench.realms_throttle_lifted", after_s=seconds, fired=fired)
+    return fired
+
+
 def realm_of(n: int) -> str:
     return f"91303500000{n:05d}"
 
@@ -113,6 +135,7 @@ async def multi_company(
     webhook_changes: int,
     concurrencies: tuple[int, ...],
     keep: bool = False,
+    throttled_s: float = 0.0,
 ) -> MultiCompany:
     rounds = []
     for i, concurrency in enumerate(concurrencies):
@@ -122,7 +145,21 @@ async def multi_company(
         rounds.append(
             await _round(base, companies, invoices_each, changes, concurrency, keep, i == 0)
         )
-    return MultiCompany(companies, invoices_each, physical_limit_s(invoices_each), rounds)
+    throttled = None
+    if throttled_s > 0:
+        # The first round's work again, one company answered 429 for `throttled_s`: what it
+        # costs the others, and what it costs that company (deferred, never dead-lettered).
+        throttled = await _round(
+            base, companies, invoices_each, 0, concurrencies[0], keep, False, throttled_s
+        )
+    return MultiCompany(
+        companies,
+        invoices_each,
+        physical_limit_s(invoices_each),
+        rounds,
+        throttled,
+        base.qbo_throttle_pause_s,
+    )
 
 
 async def _round(
@@ -133,6 +170,7 @@ async def _round(
     concurrency: int,
     keep: bool,
     measure_raw: bool,
+    throttled_s: float = 0.0,
 ) -> Round:
     run_id = uuid.uuid4().hex[:8]
     settings = run_settings(
@@ -194,6 +232,12 @@ async def _round(
                 for realm_id in realms
             ]
             log.warning("bench.realms", companies=companies, concurrency=concurrency)
+            lift = None
+            if throttled_s > 0:
+                # Intuit's 429 for every request of one company until the rule is lifted.
+                result.throttled_realm, result.throttled_s = realms[0], throttled_s
+                await admin.set_faults([{"kind": "429", "realm_id": realms[0]}], seed=1)
+                lift = asyncio.create_task(_lift_after(admin, throttled_s))
             before = await sync_snapshot(http, stack.sync_url, sync)
             started = time.perf_counter()
             await asyncio.gather(*(publish(settings, c) for c in commands))
@@ -205,28 +249,38 @@ async def _round(
                 if webhook_changes
                 else None
             )
-            while True:
-                finished = await db["commands"].count_documents(
-                    {"_id": {"$in": ids}, "status": {"$in": ["succeeded", "failed"]}}
-                )
-                if finished == len(ids):
-                    break
+            while len(result.finished_s) < len(ids):
+                async for done in db["commands"].find(
+                    {"_id": {"$in": ids}, "status": {"$in": ["succeeded", "failed"]}},
+                    {"realm_id": 1},
+                ):
+                    result.finished_s.setdefault(
+                        str(done["realm_id"]), time.perf_counter() - started
+                    )
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
+            if lift is not None:
+                result.throttled_answers = sum((await lift).values())
             result.costs = Costs.between(before, await sync_snapshot(http, stack.sync_url, sync))
             if probe is not None:
                 await probe
-            failed = await db["commands"].count_documents({"_id": {"$in": ids}, "status": "failed"})
-            if failed:
-                raise RuntimeError(f"{failed} refreshes failed")
+            result.failed = await db["commands"].count_documents(
+                {"_id": {"$in": ids}, "status": "failed"}
+            )
+            if result.failed and not throttled_s:
+                raise RuntimeError(f"{result.failed} refreshes failed")
             result.invoices = await db["invoices"].count_documents({"realm_id": {"$in": realms}})
+            result.dead_lettered = await topic_record_count(
+                settings.kafka_bootstrap_servers, settings.dead_letter_topic
+            )
             if measure_raw:
                 log.warning("bench.realms_raw_insert", invoices=result.invoices)
                 result.raw = await asyncio.to_thread(
-                    baselines.raw_insert_customers,
+                    baselines.raw_insert_concurrent,
                     settings.mongodb_uri,
                     settings.mongodb_database,
                     [(r, customers[r]) for r in realms],
+                    min(concurrency, companies),
                 )
     except BaseException:
         print(stack.logs_tail())

@@ -117,6 +117,7 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
             options.company_webhook_changes,
             (base.worker_concurrency, 1),
             options.keep,
+            options.throttled_company_minutes * 60,
         )
     report = build_report(figures, options, run_id)
     report.details.update(details)
@@ -474,7 +475,8 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
         # same run: no sync can store them faster, whatever QBO allows.
         report.add(
             s,
-            f"database-bound limit: raw insert_many of the {raw.count:,} documents",
+            f"database-bound limit: raw insert_many of the {raw.count:,} documents, "
+            f"{min(concurrent.concurrency, m.companies)} companies at once",
             raw.seconds,
             "s",
         )
@@ -521,6 +523,29 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
             "ms",
         )
         report.add(s, "webhook -> visible p99", percentile(w, 99) * 1000, "ms")
+    if m.throttled is not None and m.throttled.throttled_realm is not None:
+        _throttled_figure(report, m, concurrent, m.throttled)
+
+
+def _throttled_figure(report: Report, m: MultiCompany, free: Round, held: Round) -> None:
+    """Figure 8b: one company throttled by QBO while the others sync, against the round in
+    which none was; the others' throughput over the same invoices in both."""
+    realm = held.throttled_realm or ""
+    s = (
+        f"8b. the same, one company answered 429 for {held.throttled_s / 60:g} min "
+        f"(throttle pause {m.throttle_pause_s:g} s)"
+    )
+    others = m.invoices_each * (m.companies - 1)
+    free_s, held_s = free.others_s(realm), held.others_s(realm)
+    report.add(s, "429s answered to the throttled company", held.throttled_answers)
+    report.add(s, "commands dead-lettered", held.dead_lettered)
+    report.add(s, "refreshes failed", held.failed)
+    report.add(s, "throttled company's refresh finished after", held.finished_s.get(realm, 0), "s")
+    report.add(s, f"the other {m.companies - 1} companies: all stored after", held_s, "s")
+    report.add(s, "their invoices/s", _per(others, 1) / held_s if held_s else float("nan"))
+    report.add(s, "the same companies without the throttle (figure 8)", free_s, "s")
+    report.add(s, "their invoices/s then", _per(others, 1) / free_s if free_s else float("nan"))
+    report.add(s, "throughput throttled / unthrottled", ratio(free_s, held_s), "x")
 
 
 def _round_costs(report: Report, section: str, r: Round) -> None:
