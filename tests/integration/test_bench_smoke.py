@@ -181,3 +181,6 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
     assert sum(e.startswith("poison:") for e in events) == 2
     assert sum(e.startswith("odd_amount:") for e in events) == 3
     assert sum(e.startswith("unstorable_amount:") for e in events) == 1
+    # Every company refreshes at once right before the first worker kill.
+    first_kill = next(s.index for s in first if any(e.startswith("kill_worker") for e in s.chaos))
+    assert first[first_kill - 1].operation == "refresh_companies"
