@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # throttled for longer than the give-up time is dead-lettered.
     qbo_throttle_pause_s: float = Field(default=60.0, gt=0)
     qbo_throttle_give_up_s: float = Field(default=3600.0, gt=0)
+    # The QBO client's first back-off after a 429, 5xx or lost connection (then doubled, three
+    # retries in all) before a throttled realm is paused.
+    qbo_retry_base_delay_s: float = Field(default=0.5, ge=0)
     # How long a rebalance waits for the running commands of partitions it takes away; after
     # it they are abandoned uncommitted (the next owner redelivers them). Keep it well below
     # Kafka's max.poll.interval.ms (5 minutes), which bounds the whole rebalance.
