@@ -42,6 +42,7 @@ from services.sync.store import (
     RejectedInvoices,
     StoredVersions,
 )
+from services.sync.turns import cpu_turn
 from services.sync.vault import TokenVault
 
 log = structlog.get_logger(__name__)
@@ -250,7 +251,8 @@ async def _sync_customer_invoices(
     counts = Counts()
     async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
         counts.fetched += len(objects)
-        page = _records(realm_id, objects)
+        async with cpu_turn():
+            page = _records(realm_id, objects)
         returned.update(r.key for r in page.records)
         returned.update(r.key for r in page.rejected if r.invoice_id is not None)
         counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
@@ -504,7 +506,8 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         customers = _customer_facts(realm_id, _objects(changes, "Customer"))
         await deps.mappings.observe(realm_id, customers.values())
         invoices = _objects(changes, "Invoice")
-        page = _records(realm_id, invoices)
+        async with cpu_turn():
+            page = _records(realm_id, invoices)
         records = page.records
         s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
@@ -531,7 +534,9 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
             .order_by("Id")
         )
         async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
-            s, e = await _store_and_emit(deps, realm_id, _records(realm_id, objects), None, "cdc")
+            async with cpu_turn():
+                page = _records(realm_id, objects)
+            s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
             fetched, stored, emitted = fetched + len(objects), stored + s, emitted + e
         start = second + timedelta(seconds=1)
         await deps.checkpoints.move(realm_id, start)
