@@ -34,7 +34,7 @@ from bench.connect import connect_realms, map_customer
 from bench.costs import Costs, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import publish
-from bench.kafka_counts import topic_record_count
+from bench.kafka_counts import group_lag, topic_record_count
 from bench.procs import ROOT
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.webhook_latency import webhook_latencies, write_latencies
@@ -64,6 +64,7 @@ class Round:
     # what the database alone takes for the same writes (None: not measured in this round).
     raw: baselines.Throughput | None = None
     finished_s: dict[str, float] = field(default_factory=dict)  # realm -> its command finished
+    visible_s: float = 0.0  # until the api's projector had projected every event as well
     throttled_realm: str | None = None  # held throttled by the emulator for a while
     throttled_s: float = 0.0
     dead_lettered: int = 0  # records on the dead-letter topic after the round
@@ -115,6 +116,19 @@ async def _probe(
     )
 
 
+async def projected_all(settings: Settings, within_s: float = 1800.0) -> None:
+    """Until the api's projector has committed every event on the topic."""
+    deadline = time.monotonic() + within_s
+    while await group_lag(
+        settings.kafka_bootstrap_servers,
+        settings.projector_consumer_group,
+        settings.invoice_events_topic,
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the projector did not catch up in {within_s} s")
+        await asyncio.sleep(0.2)
+
+
 async def _lift_after(admin: EmulatorAdmin, seconds: float) -> dict[str, int]:
     """Lift the throttle after `seconds`; returns how often each rule fired."""
     await asyncio.sleep(seconds)
@@ -140,7 +154,7 @@ async def multi_company(
     rounds = []
     for i, concurrency in enumerate(concurrencies):
         # The idle company's latency is the first round's figure; later rounds only time the
-        # same work, without the api and its projector competing for the machine.
+        # same work (the api projecting it too, as in the first).
         changes = webhook_changes if i == 0 else 0
         rounds.append(
             await _round(base, companies, invoices_each, changes, concurrency, keep, i == 0)
@@ -214,8 +228,10 @@ async def _round(
                 local = IDLE if realm_id == IDLE_REALM else f"realms-{realm_id}"
                 await map_customer(http, stack.sync_url, local, realm_id, qbo_customer)
             api = ApiClient(http, stack.api_url)
+            # The api runs in every round: "visible" is part of the work, and its projector
+            # competes for the same machine and database whatever the worker's concurrency.
+            await stack.start_api()
             if webhook_changes:
-                await stack.start_api()
                 done = await api.wait_command(await api.refresh(IDLE, uuid.uuid4().hex))
                 if done["status"] != "succeeded":
                     raise RuntimeError(f"refresh of the idle company failed: {done}")
@@ -259,6 +275,8 @@ async def _round(
                     )
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
+            await projected_all(settings)
+            result.visible_s = time.perf_counter() - started
             if lift is not None:
                 result.throttled_answers = sum((await lift).values())
             result.costs = Costs.between(before, await sync_snapshot(http, stack.sync_url, sync))

@@ -50,11 +50,10 @@ from bench.costs import Costs, api_snapshot, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import FullSync, full_sync, seconds_to_first
 from bench.http_load import bare_server, run_loadgen
-from bench.kafka_counts import group_lag
 from bench.loadgen import LoadResult
 from bench.options import BenchOptions
 from bench.procs import ROOT, Child
-from bench.realms import MultiCompany, Round, multi_company
+from bench.realms import MultiCompany, Round, multi_company, projected_all
 from bench.report import Report
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.stats import percentile, ratio
@@ -257,19 +256,6 @@ async def _write_side(
     )
 
 
-async def _projected_all(settings: Settings, within_s: float = 1800.0) -> None:
-    """Until the projector's group has committed every event on the topic."""
-    deadline = time.monotonic() + within_s
-    while await group_lag(
-        settings.kafka_bootstrap_servers,
-        settings.projector_consumer_group,
-        settings.invoice_events_topic,
-    ):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the projector did not catch up in {within_s} s")
-        await asyncio.sleep(0.2)
-
-
 async def _catch_up(
     figures: Figures,
     http: aiohttp.ClientSession,
@@ -284,7 +270,7 @@ async def _catch_up(
     """
     before = await api_snapshot(http, stack.api_url, api)
     began = time.perf_counter()
-    await _projected_all(settings)
+    await projected_all(settings)
     figures.catch_up_s = time.perf_counter() - began
     figures.catch_up = Costs.between(before, await api_snapshot(http, stack.api_url, api))
 
@@ -305,7 +291,7 @@ async def _profile(
     for child in (sync, api):
         child.signal(signal.SIGUSR1)
     figures.profile_sync = await full_sync(settings, db, REALM, PROFILED, profiled)
-    await _projected_all(settings)
+    await projected_all(settings)
     for child in (sync, api):
         child.signal(signal.SIGUSR2)
     deadline = time.monotonic() + 60
@@ -490,6 +476,7 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
         "s",
     )
     report.add(s, "ratio to the physical limit", ratio(concurrent.seconds, limit), "x")
+    report.add(s, "all visible in the api as well", concurrent.visible_s, "s")
     report.add(s, "ratio to the QBO-bound limit", ratio(concurrent.seconds, m.physical_s), "x")
     if raw is not None:
         report.add(
@@ -504,6 +491,7 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
     for other in others:
         report.add(s, f"same work, concurrency {other.concurrency}", other.seconds, "s")
         report.add(s, "speed-up over it", ratio(other.seconds, concurrent.seconds), "x")
+        report.add(s, "all visible in the api as well, then", other.visible_s, "s")
         _round_costs(report, s, other)
     if concurrent.stored:
         w = concurrent.stored
