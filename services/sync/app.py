@@ -307,6 +307,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             rejected=RejectedInvoices(db, clock),
             clock=clock,
             cdc_overlap=timedelta(seconds=settings.cdc_overlap_s),
+            page_writes=asyncio.Semaphore(settings.worker_page_writes),
         )
         yield SyncService(
             settings,

@@ -6,6 +6,7 @@ and re-emits only what is still pending in the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ class Dependencies:
     rejected: RejectedInvoices
     clock: Callable[[], datetime]
     cdc_overlap: timedelta = field(default=timedelta(seconds=60))
+    # Listing pages (refreshes, CDC) written and emitted at once across realms; a webhook's
+    # few invoices never wait for one (docs/design.md invariant 8).
+    page_writes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
 
 def _invoice_id(obj: Any) -> str | None:
@@ -255,7 +259,8 @@ async def _sync_customer_invoices(
             page = _records(realm_id, objects)
         returned.update(r.key for r in page.records)
         returned.update(r.key for r in page.rejected if r.invoice_id is not None)
-        counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
+        async with deps.page_writes:
+            counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
     missing = sorted(stored_before - returned)
     if missing:
         counts.reconciled = len(missing)
@@ -509,7 +514,8 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         async with cpu_turn():
             page = _records(realm_id, invoices)
         records = page.records
-        s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
+        async with deps.page_writes:
+            s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
         if len(invoices) < CDC_FULL or not records:
             await deps.checkpoints.move(realm_id, now)
@@ -536,7 +542,8 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
             async with cpu_turn():
                 page = _records(realm_id, objects)
-            s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
+            async with deps.page_writes:
+                s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
             fetched, stored, emitted = fetched + len(objects), stored + s, emitted + e
         start = second + timedelta(seconds=1)
         await deps.checkpoints.move(realm_id, start)
