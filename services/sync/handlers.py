@@ -143,12 +143,18 @@ async def _store_and_emit(
     if not records:
         return 0, 0
     customers = {r.qbo_customer_id for r in records if r.qbo_customer_id}
-    local_ids = await deps.mappings.local_ids(realm_id, customers)
-    entry = await deps.outbox.open(command_id, [r.key for r in records])
+    # Side by side where nothing orders them: the outbox entry only has to be written before
+    # the invoices (invariant 4), and a page's round trips are what a webhook waits for while
+    # other realms load the database. An entry left open by a failed lookup is the sweep's.
+    local_ids, entry = await asyncio.gather(
+        deps.mappings.local_ids(realm_id, customers),
+        deps.outbox.open(command_id, [r.key for r in records]),
+    )
     applied = await _apply_isolating(deps, records, local_ids, known, source, command_id)
     emitted = await deps.events.publish(applied.written)
-    await deps.outbox.close(entry)
-    await deps.rejected.resolve([d["_id"] for d in applied.written])
+    await asyncio.gather(
+        deps.outbox.close(entry), deps.rejected.resolve([d["_id"] for d in applied.written])
+    )
     return applied.stored, emitted
 
 
