@@ -103,17 +103,23 @@ async def _probe(
     idle_ids: list[str],
     changes: int,
     into: Round,
+    synced: asyncio.Event,
 ) -> None:
-    """Changes of the idle company, one at a time, while the others sync: first until the
-    worker stored them (the worker's share), then until the api shows them (the whole path,
-    the api's projector included)."""
-    into.webhook = await webhook_latencies(
-        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, 1, within_s=600
-    )
-    into.stored = await write_latencies(admin, db, IDLE_REALM, idle_ids, changes, within_s=600)
-    into.webhook += await webhook_latencies(
-        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, changes, within_s=600
-    )
+    """Changes of the idle company, one at a time, while the others sync (until `synced`, at
+    most `changes` of each kind, at least one): in turn until the api shows one (the whole
+    path, the api's projector included) and until the worker stored one (the worker's share).
+    A change started once the others are done would measure an idle system: none is."""
+    n = 0
+    while not into.webhook or (not synced.is_set() and len(into.webhook) < changes):
+        into.webhook += await webhook_latencies(
+            admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, 1, within_s=600, first=n
+        )
+        if synced.is_set() and into.stored:
+            break
+        into.stored += await write_latencies(
+            admin, db, IDLE_REALM, idle_ids, 1, within_s=600, first=n + 1
+        )
+        n += 2
 
 
 async def projected_all(settings: Settings, within_s: float = 1800.0) -> None:
@@ -258,9 +264,12 @@ async def _round(
             started = time.perf_counter()
             await asyncio.gather(*(publish(settings, c) for c in commands))
             ids = [c.command_id for c in commands]
+            synced = asyncio.Event()
             probe = (
                 asyncio.create_task(
-                    _probe(admin, api, db, stack.sync_url, idle_ids, webhook_changes, result)
+                    _probe(
+                        admin, api, db, stack.sync_url, idle_ids, webhook_changes, result, synced
+                    )
                 )
                 if webhook_changes
                 else None
@@ -275,6 +284,7 @@ async def _round(
                     )
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
+            synced.set()
             await projected_all(settings)
             result.visible_s = time.perf_counter() - started
             if lift is not None:
