@@ -5,7 +5,8 @@
   It can be time-boxed: on FerretDB v1 every `update_one` scans the collection, so its rate
   falls as the collection grows and 100,000 upserts would take hours.
 * The raw insert is the database's own ceiling for these documents: `insert_many` of the very
-  documents the sync stored, 1000 at a time (the page size), timing only the inserts.
+  documents the sync stored, 1000 at a time (the page size), timing only the inserts; for
+  figure 8, one stream per company, as many at once as the worker runs.
 
 Both are blocking code (plain pymongo, urllib) and run in a worker thread of the orchestrator.
 """
@@ -16,6 +17,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -140,6 +142,38 @@ def raw_insert(
             timed += _insert(target, batch)
             inserted += len(batch)
         return Throughput(inserted, timed)
+    finally:
+        client.close()
+
+
+def raw_insert_concurrent(
+    mongodb_uri: str, database: str, customers: list[tuple[str, str]], streams: int
+) -> Throughput:
+    """`insert_many` of the invoices stored for `customers` ((realm, QBO customer) pairs) into a
+    collection of their own, 1000 a call, one customer per stream and `streams` at once: the
+    database's own rate for the writes of that many companies synced together (one stream, as
+    figure 3 does, leaves most of a multi-core database idle). The documents are read first
+    (one customer at a time, an equality FerretDB pushes down); only the inserts are timed."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongodb_uri, retryWrites=False, maxPoolSize=max(streams, 1) + 1
+    )
+    db = client[database]
+    target = db["raw_insert_invoices"]
+    try:
+        docs = [
+            list(db["invoices"].find({"realm_id": realm, "qbo_customer_id": customer}))
+            for realm, customer in customers
+        ]
+
+        def insert_all(batch_of_customer: list[dict[str, Any]]) -> None:
+            for start in range(0, len(batch_of_customer), PAGE):
+                target.insert_many(batch_of_customer[start : start + PAGE], ordered=False)
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=max(streams, 1)) as pool:
+            for done in [pool.submit(insert_all, d) for d in docs]:
+                done.result()
+        return Throughput(sum(len(d) for d in docs), time.perf_counter() - began)
     finally:
         client.close()
 

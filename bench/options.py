@@ -28,6 +28,10 @@ class BenchOptions:
     companies: int = 50  # figure 8: companies refreshed at once (0 skips the figure)
     company_invoices: int = 2000
     company_webhook_changes: int = 50  # figure 8: webhook -> visible for one more company
+    # Figure 8b: the same work again with one company answered 429 for this long (0: skipped).
+    throttled_company_minutes: float = 0.0
+    # Run one figure alone ("realms": figure 8), e.g. to profile it; None runs them all.
+    only: str | None = None
     out: Path = DEFAULT_OUT
     keep: bool = False  # keep the run's topics and database for inspection
 
@@ -52,6 +56,18 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
     p.add_argument("--companies", type=int, default=d.companies)
     p.add_argument("--company-invoices", type=int, default=d.company_invoices)
     p.add_argument("--company-webhook-changes", type=int, default=d.company_webhook_changes)
+    p.add_argument(
+        "--throttled-company-minutes",
+        type=float,
+        default=d.throttled_company_minutes,
+        help="figure 8b: one more round with one company throttled by QBO for this long",
+    )
+    p.add_argument(
+        "--only",
+        choices=["realms"],
+        default=d.only,
+        help="run one figure alone (realms: figure 8, the companies refreshed at once)",
+    )
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)
@@ -59,6 +75,10 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
         p.error("sizes must be positive")
     if a.probe_changes < 0 or a.profile_invoices < 0:
         p.error("--probe-changes and --profile-invoices must not be negative")
+    if a.only == "realms" and a.companies < 1:
+        p.error("--only realms needs --companies of at least 1")
+    if a.throttled_company_minutes < 0 or (a.throttled_company_minutes and a.companies < 2):
+        p.error("--throttled-company-minutes needs --companies of at least 2")
     if a.companies < 0 or a.company_invoices < 1 or a.company_webhook_changes < 0:
         p.error("figure 8 sizes must not be negative")
     if not 1 <= a.load_connections <= 256 or not 0 < a.load_seconds <= 120:
@@ -72,10 +92,12 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
         companies=a.companies,
         company_invoices=a.company_invoices,
         company_webhook_changes=a.company_webhook_changes,
+        throttled_company_minutes=a.throttled_company_minutes,
         small_invoices=a.small_invoices,
         webhook_changes=a.webhook_changes,
         load_seconds=a.load_seconds,
         load_connections=a.load_connections,
+        only=a.only,
         out=a.out,
         keep=a.keep,
     )

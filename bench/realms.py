@@ -28,10 +28,13 @@ import aiohttp
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
+from bench import baselines
 from bench.api_client import ApiClient
 from bench.connect import connect_realms, map_customer
+from bench.costs import Costs, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import publish
+from bench.kafka_counts import group_lag, topic_record_count
 from bench.procs import ROOT
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.webhook_latency import webhook_latencies, write_latencies
@@ -56,6 +59,21 @@ class Round:
     invoices: int = 0
     webhook: list[float] = field(default_factory=list)  # change -> visible in the api
     stored: list[float] = field(default_factory=list)  # change -> stored, event acked
+    costs: Costs | None = None  # the sync process's CPU and MongoDB commands over the round
+    # Raw insert_many of the documents the round stored, on the same database right after it:
+    # what the database alone takes for the same writes (None: not measured in this round).
+    raw: baselines.Throughput | None = None
+    finished_s: dict[str, float] = field(default_factory=dict)  # realm -> its command finished
+    visible_s: float = 0.0  # until the api's projector had projected every event as well
+    throttled_realm: str | None = None  # held throttled by the emulator for a while
+    throttled_s: float = 0.0
+    dead_lettered: int = 0  # records on the dead-letter topic after the round
+    failed: int = 0  # refreshes that finished failed
+    throttled_answers: int = 0  # 429s the emulator answered for the throttled company
+
+    def others_s(self, left_out: str) -> float:
+        """Until every company but `left_out` had its refresh finished."""
+        return max((t for r, t in self.finished_s.items() if r != left_out), default=0.0)
 
 
 @dataclass
@@ -64,6 +82,8 @@ class MultiCompany:
     invoices_each: int
     physical_s: float
     rounds: list[Round]
+    throttled: Round | None = None  # the same work, one company throttled (None: not run)
+    throttle_pause_s: float = 60.0  # the sync's pause of a realm QBO keeps throttling
 
 
 def physical_limit_s(invoices_each: int) -> float:
@@ -83,17 +103,45 @@ async def _probe(
     idle_ids: list[str],
     changes: int,
     into: Round,
+    synced: asyncio.Event,
 ) -> None:
-    """Changes of the idle company, one at a time, while the others sync: first until the
-    worker stored them (the worker's share), then until the api shows them (the whole path,
-    the api's projector included)."""
-    into.webhook = await webhook_latencies(
-        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, 1, within_s=600
-    )
-    into.stored = await write_latencies(admin, db, IDLE_REALM, idle_ids, changes, within_s=600)
-    into.webhook += await webhook_latencies(
-        admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, changes, within_s=600
-    )
+    """Changes of the idle company, one at a time, while the others sync (until `synced`, at
+    most `changes` of each kind, at least one): in turn until the api shows one (the whole
+    path, the api's projector included) and until the worker stored one (the worker's share).
+    A change started once the others are done would measure an idle system: none is."""
+    n = 0
+    while not into.webhook or (not synced.is_set() and len(into.webhook) < changes):
+        into.webhook += await webhook_latencies(
+            admin, api, sync_url, IDLE_REALM, IDLE, idle_ids, 1, within_s=600, first=n
+        )
+        if synced.is_set() and into.stored:
+            break
+        into.stored += await write_latencies(
+            admin, db, IDLE_REALM, idle_ids, 1, within_s=600, first=n + 1
+        )
+        n += 2
+
+
+async def projected_all(settings: Settings, within_s: float = 1800.0) -> None:
+    """Until the api's projector has committed every event on the topic."""
+    deadline = time.monotonic() + within_s
+    while await group_lag(
+        settings.kafka_bootstrap_servers,
+        settings.projector_consumer_group,
+        settings.invoice_events_topic,
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the projector did not catch up in {within_s} s")
+        await asyncio.sleep(0.2)
+
+
+async def _lift_after(admin: EmulatorAdmin, seconds: float) -> dict[str, int]:
+    """Lift the throttle after `seconds`; returns how often each rule fired."""
+    await asyncio.sleep(seconds)
+    fired = await admin.faults_fired()
+    await admin.clear_faults()
+    log.warning("bench.realms_throttle_lifted", after_s=seconds, fired=fired)
+    return fired
 
 
 def realm_of(n: int) -> str:
@@ -107,14 +155,31 @@ async def multi_company(
     webhook_changes: int,
     concurrencies: tuple[int, ...],
     keep: bool = False,
+    throttled_s: float = 0.0,
 ) -> MultiCompany:
     rounds = []
     for i, concurrency in enumerate(concurrencies):
         # The idle company's latency is the first round's figure; later rounds only time the
-        # same work, without the api and its projector competing for the machine.
+        # same work (the api projecting it too, as in the first).
         changes = webhook_changes if i == 0 else 0
-        rounds.append(await _round(base, companies, invoices_each, changes, concurrency, keep))
-    return MultiCompany(companies, invoices_each, physical_limit_s(invoices_each), rounds)
+        rounds.append(
+            await _round(base, companies, invoices_each, changes, concurrency, keep, i == 0)
+        )
+    throttled = None
+    if throttled_s > 0:
+        # The first round's work again, one company answered 429 for `throttled_s`: what it
+        # costs the others, and what it costs that company (deferred, never dead-lettered).
+        throttled = await _round(
+            base, companies, invoices_each, 0, concurrencies[0], keep, False, throttled_s
+        )
+    return MultiCompany(
+        companies,
+        invoices_each,
+        physical_limit_s(invoices_each),
+        rounds,
+        throttled,
+        base.qbo_throttle_pause_s,
+    )
 
 
 async def _round(
@@ -124,10 +189,17 @@ async def _round(
     webhook_changes: int,
     concurrency: int,
     keep: bool,
+    measure_raw: bool,
+    throttled_s: float = 0.0,
 ) -> Round:
     run_id = uuid.uuid4().hex[:8]
     settings = run_settings(
-        base, "bench-realms", run_id, cdc_poll_interval_s=3600.0, worker_concurrency=concurrency
+        base,
+        "bench-realms",
+        run_id,
+        cdc_poll_interval_s=3600.0,
+        worker_concurrency=concurrency,
+        mongodb_command_counts=True,
     )
     logs = ROOT / ".local" / "bench" / "logs" / run_id
     stack = Stack(
@@ -157,13 +229,15 @@ async def _round(
                 found = await admin.query_all(realm_id, "Customer", "", token)
                 customers[realm_id] = str(found[-1]["Id"])
             await connect_realms(stack.wired(), admin, [*realms, IDLE_REALM], "bench")
-            await stack.start_sync("all")
+            sync = await stack.start_sync("all")
             for realm_id, qbo_customer in customers.items():
                 local = IDLE if realm_id == IDLE_REALM else f"realms-{realm_id}"
                 await map_customer(http, stack.sync_url, local, realm_id, qbo_customer)
             api = ApiClient(http, stack.api_url)
+            # The api runs in every round: "visible" is part of the work, and its projector
+            # competes for the same machine and database whatever the worker's concurrency.
+            await stack.start_api()
             if webhook_changes:
-                await stack.start_api()
                 done = await api.wait_command(await api.refresh(IDLE, uuid.uuid4().hex))
                 if done["status"] != "succeeded":
                     raise RuntimeError(f"refresh of the idle company failed: {done}")
@@ -180,30 +254,62 @@ async def _round(
                 for realm_id in realms
             ]
             log.warning("bench.realms", companies=companies, concurrency=concurrency)
+            lift = None
+            if throttled_s > 0:
+                # Intuit's 429 for every request of one company until the rule is lifted.
+                result.throttled_realm, result.throttled_s = realms[0], throttled_s
+                await admin.set_faults([{"kind": "429", "realm_id": realms[0]}], seed=1)
+                lift = asyncio.create_task(_lift_after(admin, throttled_s))
+            before = await sync_snapshot(http, stack.sync_url, sync)
             started = time.perf_counter()
             await asyncio.gather(*(publish(settings, c) for c in commands))
             ids = [c.command_id for c in commands]
+            synced = asyncio.Event()
             probe = (
                 asyncio.create_task(
-                    _probe(admin, api, db, stack.sync_url, idle_ids, webhook_changes, result)
+                    _probe(
+                        admin, api, db, stack.sync_url, idle_ids, webhook_changes, result, synced
+                    )
                 )
                 if webhook_changes
                 else None
             )
-            while True:
-                finished = await db["commands"].count_documents(
-                    {"_id": {"$in": ids}, "status": {"$in": ["succeeded", "failed"]}}
-                )
-                if finished == len(ids):
-                    break
+            while len(result.finished_s) < len(ids):
+                async for done in db["commands"].find(
+                    {"_id": {"$in": ids}, "status": {"$in": ["succeeded", "failed"]}},
+                    {"realm_id": 1},
+                ):
+                    result.finished_s.setdefault(
+                        str(done["realm_id"]), time.perf_counter() - started
+                    )
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
+            synced.set()
+            await projected_all(settings)
+            result.visible_s = time.perf_counter() - started
+            if lift is not None:
+                result.throttled_answers = sum((await lift).values())
+            result.costs = Costs.between(before, await sync_snapshot(http, stack.sync_url, sync))
             if probe is not None:
                 await probe
-            failed = await db["commands"].count_documents({"_id": {"$in": ids}, "status": "failed"})
-            if failed:
-                raise RuntimeError(f"{failed} refreshes failed")
+            result.failed = await db["commands"].count_documents(
+                {"_id": {"$in": ids}, "status": "failed"}
+            )
+            if result.failed and not throttled_s:
+                raise RuntimeError(f"{result.failed} refreshes failed")
             result.invoices = await db["invoices"].count_documents({"realm_id": {"$in": realms}})
+            result.dead_lettered = await topic_record_count(
+                settings.kafka_bootstrap_servers, settings.dead_letter_topic
+            )
+            if measure_raw:
+                log.warning("bench.realms_raw_insert", invoices=result.invoices)
+                result.raw = await asyncio.to_thread(
+                    baselines.raw_insert_concurrent,
+                    settings.mongodb_uri,
+                    settings.mongodb_database,
+                    [(r, customers[r]) for r in realms],
+                    min(concurrency, companies),
+                )
     except BaseException:
         print(stack.logs_tail())
         raise

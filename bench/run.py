@@ -50,11 +50,10 @@ from bench.costs import Costs, api_snapshot, sync_snapshot
 from bench.emulator_admin import EmulatorAdmin
 from bench.full_sync import FullSync, full_sync, seconds_to_first
 from bench.http_load import bare_server, run_loadgen
-from bench.kafka_counts import group_lag
 from bench.loadgen import LoadResult
 from bench.options import BenchOptions
 from bench.procs import ROOT, Child
-from bench.realms import MultiCompany, multi_company
+from bench.realms import MultiCompany, Round, multi_company, projected_all
 from bench.report import Report
 from bench.stack import Stack, create_topics, remove_run_data, run_settings
 from bench.stats import percentile, ratio
@@ -101,6 +100,33 @@ class Figures:
 
 async def run_bench(options: BenchOptions, base: Settings) -> Report:
     run_id = uuid.uuid4().hex[:8]
+    figures = Figures()
+    details: dict[str, Any] = {
+        "run_id": run_id,
+        "options": {k: str(v) for k, v in vars(options).items()},
+    }
+    if options.only != "realms":
+        details.update(await _figures_1_to_7(figures, options, base, run_id))
+    if options.companies:
+        # Its own stacks: the latency model is on and Intuit's limits apply there.
+        figures.realms = await multi_company(
+            base,
+            options.companies,
+            options.company_invoices,
+            options.company_webhook_changes,
+            (base.worker_concurrency, 1),
+            options.keep,
+            options.throttled_company_minutes * 60,
+        )
+    report = build_report(figures, options, run_id)
+    report.details.update(details)
+    return report
+
+
+async def _figures_1_to_7(
+    figures: Figures, options: BenchOptions, base: Settings, run_id: str
+) -> dict[str, Any]:
+    """Figures 1-7 on one stack; returns what the report's details say about the run."""
     settings = run_settings(
         base, "bench", run_id, cdc_poll_interval_s=3600.0, mongodb_command_counts=True
     )
@@ -112,11 +138,8 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
         emulator_env={"QBO_EMULATOR_THROTTLE_PER_MINUTE": "100000000"},
         profile_dir=profile_dir,
     )
-    figures = Figures()
     details: dict[str, Any] = {
-        "run_id": run_id,
         "logs": str(logs.relative_to(ROOT)),
-        "options": {k: str(v) for k, v in vars(options).items()},
         "kafka": settings.kafka_bootstrap_servers,
         "mongodb_database": settings.mongodb_database,
     }
@@ -184,19 +207,7 @@ async def run_bench(options: BenchOptions, base: Settings) -> Report:
         if not options.keep:
             await remove_run_data(settings)
         await mongo.close()
-    if options.companies:
-        # Its own stacks: the latency model is on and Intuit's limits apply there.
-        figures.realms = await multi_company(
-            base,
-            options.companies,
-            options.company_invoices,
-            options.company_webhook_changes,
-            (base.worker_concurrency, 1),
-            options.keep,
-        )
-    report = build_report(figures, options, run_id)
-    report.details.update(details)
-    return report
+    return details
 
 
 async def _write_side(
@@ -245,19 +256,6 @@ async def _write_side(
     )
 
 
-async def _projected_all(settings: Settings, within_s: float = 1800.0) -> None:
-    """Until the projector's group has committed every event on the topic."""
-    deadline = time.monotonic() + within_s
-    while await group_lag(
-        settings.kafka_bootstrap_servers,
-        settings.projector_consumer_group,
-        settings.invoice_events_topic,
-    ):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the projector did not catch up in {within_s} s")
-        await asyncio.sleep(0.2)
-
-
 async def _catch_up(
     figures: Figures,
     http: aiohttp.ClientSession,
@@ -272,7 +270,7 @@ async def _catch_up(
     """
     before = await api_snapshot(http, stack.api_url, api)
     began = time.perf_counter()
-    await _projected_all(settings)
+    await projected_all(settings)
     figures.catch_up_s = time.perf_counter() - began
     figures.catch_up = Costs.between(before, await api_snapshot(http, stack.api_url, api))
 
@@ -293,7 +291,7 @@ async def _profile(
     for child in (sync, api):
         child.signal(signal.SIGUSR1)
     figures.profile_sync = await full_sync(settings, db, REALM, PROFILED, profiled)
-    await _projected_all(settings)
+    await projected_all(settings)
     for child in (sync, api):
         child.signal(signal.SIGUSR2)
     deadline = time.monotonic() + 60
@@ -454,19 +452,47 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
         f"8. {m.companies} companies x {m.invoices_each:,} invoices refreshed at once "
         "(Intuit's limits and latency model on)"
     )
-    report.add(s, "physical limit (slowest company's pages in a row)", m.physical_s, "s")
     concurrent, *others = m.rounds
+    report.add(s, "QBO-bound limit (slowest company's pages in a row)", m.physical_s, "s")
+    raw = concurrent.raw
+    limit = m.physical_s
+    if raw is not None:
+        # What the database alone takes for the same documents, on the same database in the
+        # same run: no sync can store them faster, whatever QBO allows.
+        report.add(
+            s,
+            f"database-bound limit: raw insert_many of the {raw.count:,} documents, "
+            f"{min(concurrent.concurrency, m.companies)} companies at once",
+            raw.seconds,
+            "s",
+        )
+        report.add(s, "raw insert_many docs/s", raw.per_second)
+        limit = max(limit, raw.seconds)
+        report.add(s, "physical limit (the larger of the two)", limit, "s")
     report.add(
         s,
         f"all stored + events acked, concurrency {concurrent.concurrency}",
         concurrent.seconds,
         "s",
     )
-    report.add(s, "ratio to the physical limit", ratio(concurrent.seconds, m.physical_s), "x")
+    report.add(s, "ratio to the physical limit", ratio(concurrent.seconds, limit), "x")
+    report.add(s, "all visible in the api as well", concurrent.visible_s, "s")
+    report.add(s, "ratio to the QBO-bound limit", ratio(concurrent.seconds, m.physical_s), "x")
+    if raw is not None:
+        report.add(
+            s, "ratio to the database-bound limit", ratio(concurrent.seconds, raw.seconds), "x"
+        )
+        # The target (1.5x the QBO-bound limit) cannot be met when the database alone takes
+        # longer than that: said with the figure rather than hidden.
+        reachable = raw.seconds <= 1.5 * m.physical_s
+        report.add(s, "1.5x the QBO-bound limit reachable on this database", str(reachable))
     report.add(s, "invoices stored", concurrent.invoices)
+    _round_costs(report, s, concurrent)
     for other in others:
         report.add(s, f"same work, concurrency {other.concurrency}", other.seconds, "s")
         report.add(s, "speed-up over it", ratio(other.seconds, concurrent.seconds), "x")
+        report.add(s, "all visible in the api as well, then", other.visible_s, "s")
+        _round_costs(report, s, other)
     if concurrent.stored:
         w = concurrent.stored
         report.add(
@@ -485,6 +511,39 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
             "ms",
         )
         report.add(s, "webhook -> visible p99", percentile(w, 99) * 1000, "ms")
+    if m.throttled is not None and m.throttled.throttled_realm is not None:
+        _throttled_figure(report, m, concurrent, m.throttled)
+
+
+def _throttled_figure(report: Report, m: MultiCompany, free: Round, held: Round) -> None:
+    """Figure 8b: one company throttled by QBO while the others sync, against the round in
+    which none was; the others' throughput over the same invoices in both."""
+    realm = held.throttled_realm or ""
+    s = (
+        f"8b. the same, one company answered 429 for {held.throttled_s / 60:g} min "
+        f"(throttle pause {m.throttle_pause_s:g} s)"
+    )
+    others = m.invoices_each * (m.companies - 1)
+    free_s, held_s = free.others_s(realm), held.others_s(realm)
+    report.add(s, "429s answered to the throttled company", held.throttled_answers)
+    report.add(s, "commands dead-lettered", held.dead_lettered)
+    report.add(s, "refreshes failed", held.failed)
+    report.add(s, "throttled company's refresh finished after", held.finished_s.get(realm, 0), "s")
+    report.add(s, f"the other {m.companies - 1} companies: all stored after", held_s, "s")
+    report.add(s, "their invoices/s", _per(others, 1) / held_s if held_s else float("nan"))
+    report.add(s, "the same companies without the throttle (figure 8)", free_s, "s")
+    report.add(s, "their invoices/s then", _per(others, 1) / free_s if free_s else float("nan"))
+    report.add(s, "throughput throttled / unthrottled", ratio(free_s, held_s), "x")
+
+
+def _round_costs(report: Report, section: str, r: Round) -> None:
+    if r.costs is None or not r.invoices:
+        return
+    c, n = r.costs, r.invoices
+    label = f"concurrency {r.concurrency}"
+    report.add(section, f"sync CPU per stored invoice, {label}", _per(c.cpu_s, n) * 1e6, "µs")
+    commands = _per(c.total_commands(), n)
+    report.add(section, f"MongoDB commands per stored invoice, {label}", commands)
 
 
 async def _seed(admin: EmulatorAdmin, options: BenchOptions) -> tuple[str, str, str]:

@@ -74,6 +74,8 @@ def service_env(settings: Settings, emulator_url: str, sync_url: str) -> dict[st
             "OUTBOX_SWEEP_INTERVAL_S": str(settings.outbox_sweep_interval_s),
             "COMMAND_MAX_ATTEMPTS": str(settings.command_max_attempts),
             "WORKER_CONCURRENCY": str(settings.worker_concurrency),
+            "QBO_THROTTLE_PAUSE_S": str(settings.qbo_throttle_pause_s),
+            "QBO_RETRY_BASE_DELAY_S": str(settings.qbo_retry_base_delay_s),
             "MONGODB_COMMAND_COUNTS": str(settings.mongodb_command_counts).lower(),
             # Local mode on loopback: the published development secrets and tokens.
             "ENVIRONMENT": "local",

@@ -30,12 +30,15 @@ async def webhook_latencies(
     changes: int,
     within_s: float = 30.0,
     poll_s: float = 0.005,
+    first: int = 0,
 ) -> list[float]:
+    """From a change in QuickBooks until the api shows it, for changes `first`, `first + 1`, ...
+    (the number makes each change's balance unique, so no change is taken for another)."""
     await admin.configure_webhooks(
         url=f"{sync_url}/webhooks/quickbooks", enabled=True, drop_next=0, drop_probability=0.0
     )
     samples: list[float] = []
-    for i in range(changes):
+    for i in range(first, first + changes):
         invoice_id = invoice_ids[i % len(invoice_ids)]
         balance = Decimal(1000 + i) + Decimal("0.37")  # unique per change: no false positive
         began = time.perf_counter()
@@ -63,6 +66,7 @@ async def write_latencies(
     invoice_ids: Sequence[str],
     changes: int,
     within_s: float = 300.0,
+    first: int = 0,
 ) -> list[float]:
     """From a change in QuickBooks until the worker has stored it and its event is acked.
 
@@ -70,7 +74,7 @@ async def write_latencies(
     api, that decides the latency; it needs no api, only the command log.
     """
     samples: list[float] = []
-    for i in range(changes):
+    for i in range(first, first + changes):
         invoice_id = invoice_ids[i % len(invoice_ids)]
         done = await _succeeded_sync_changes(db)
         began = time.perf_counter()

@@ -10,7 +10,7 @@ precision or beyond range), each attached to the operation before which it fires
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # "refresh_companies" refreshes one customer of every company at once: the worker runs the
 # companies concurrently, so kills and restarts land amid several realms' work.
@@ -74,7 +74,7 @@ def make_plan(
         at(rng.randint(operations * 3 // 5, operations * 4 // 5), "restart_db")
     if postgres_restart:
         at(rng.randint(operations * 2 // 5, operations * 3 // 5), "restart_postgres")
-    return [
+    steps = [
         Step(
             index=i,
             operation=rng.choices(OPERATIONS, WEIGHTS)[0],
@@ -83,3 +83,14 @@ def make_plan(
         )
         for i in range(operations)
     ]
+    if realms > 1:
+        # At least once, every company refreshes at once right before a worker is killed, so
+        # the kill lands amid several realms' concurrent work (whatever the draw gave).
+        kills = [
+            i
+            for i in range(1, operations)
+            if any(e.startswith("kill_worker") for e in chaos.get(i, ()))
+        ]
+        at_once = kills[0] - 1 if kills else rng.randrange(operations)
+        steps[at_once] = replace(steps[at_once], operation="refresh_companies")
+    return steps

@@ -58,11 +58,18 @@ class Settings(BaseSettings):
     # yet done, past which the worker stops reading that partition until they drain.
     worker_concurrency: int = Field(default=64, ge=1)
     worker_max_in_flight_per_partition: int = Field(default=1000, ge=1)
+    # Pages of refreshes and CDC polls (up to 1,000 invoices each) being written and emitted at
+    # once, whatever the number of realms: past a few, the database is no faster, and each
+    # more one slows every small command's writes (a webhook's) beside them.
+    worker_page_writes: int = Field(default=4, ge=1)
     # Intuit asks clients to wait 60 s after a 429: a realm still throttled after the client's
     # retries is paused that long, its commands deferred (status `throttled`), and a command
     # throttled for longer than the give-up time is dead-lettered.
     qbo_throttle_pause_s: float = Field(default=60.0, gt=0)
     qbo_throttle_give_up_s: float = Field(default=3600.0, gt=0)
+    # The QBO client's first back-off after a 429, 5xx or lost connection (then doubled, three
+    # retries in all) before a throttled realm is paused.
+    qbo_retry_base_delay_s: float = Field(default=0.5, ge=0)
     # How long a rebalance waits for the running commands of partitions it takes away; after
     # it they are abandoned uncommitted (the next owner redelivers them). Keep it well below
     # Kafka's max.poll.interval.ms (5 minutes), which bounds the whole rebalance.

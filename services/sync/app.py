@@ -40,7 +40,7 @@ from services.sync.oauth.intuit import IntuitOAuthClient
 from services.sync.oauth.realm_proof import RealmProof
 from services.sync.oauth.state import StateSigner, StateStore
 from services.sync.quickbooks.budget import RealmBudget
-from services.sync.quickbooks.client import QboClient
+from services.sync.quickbooks.client import QboClient, RetryPolicy
 from services.sync.quickbooks.tokens import TokenSource
 from services.sync.store import (
     CdcCheckpoints,
@@ -266,12 +266,14 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         )
         vault = TokenVault(db, load_keys(settings), intuit, clock)
         budget = RealmBudget()
+        retry = RetryPolicy(base_delay_s=settings.qbo_retry_base_delay_s)
         qbo = QboClient(
             http,
             settings.qbo_api_base_url,
             vault,
             minor_version=settings.qbo_minor_version,
             budget=budget,
+            retry=retry,
         )
 
         def proof_client(tokens: TokenSource) -> QboClient:
@@ -281,6 +283,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
                 tokens,
                 minor_version=settings.qbo_minor_version,
                 budget=budget,
+                retry=retry,
             )
             client.calls = qbo.calls  # Intuit meters the proof read too: count it in /stats
             return client
@@ -305,6 +308,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             rejected=RejectedInvoices(db, clock),
             clock=clock,
             cdc_overlap=timedelta(seconds=settings.cdc_overlap_s),
+            page_writes=asyncio.Semaphore(settings.worker_page_writes),
         )
         yield SyncService(
             settings,

@@ -24,6 +24,7 @@ from services.common.money import stored_amount, stored_optional
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
 from services.sync.store import InvoiceStore, Outbox
+from services.sync.turns import cpu_turn
 
 EVENT_TYPE = "dev.qbo-sync.invoice.updated.v1"
 EVENT_SOURCE = "qbo-sync/sync"
@@ -99,6 +100,7 @@ class InvoiceEvents:
         self._clock = clock
         self._schemas = schemas or default_schemas()
         self._partitioner = DefaultPartitioner()
+        self._partition_locks: dict[int, asyncio.Lock] = {}
         self.emitted = 0
 
     async def publish(self, docs: Sequence[Document]) -> int:
@@ -111,8 +113,20 @@ class InvoiceEvents:
         if not docs:
             return 0
         partitions = sorted(await self._producer.partitions_for(self._topic))
+        async with cpu_turn():  # the page's events: CPU only (services/sync/turns.py)
+            ready = self._batches(docs, partitions)
+        deliveries = [await self._send(batch, partition) for partition, batch in ready]
+        await asyncio.gather(*deliveries)
+        self.emitted += len(docs)
+        return len(docs)
+
+    def _batches(
+        self, docs: Sequence[Document], partitions: list[int]
+    ) -> list[tuple[int, BatchBuilder]]:
+        """The events of `docs` in producer batches, in the order to send them: a partition's
+        batches in the order of `docs`."""
+        ready: list[tuple[int, BatchBuilder]] = []
         batches: dict[int, BatchBuilder] = {}
-        deliveries: list[asyncio.Future[Any]] = []
         for doc in docs:
             event = invoice_updated(doc)
             self._schemas.validate(INVOICE_UPDATED, event)
@@ -121,21 +135,24 @@ class InvoiceEvents:
             partition = self._partitioner(key, partitions, partitions)
             batch = batches.get(partition)
             if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
-                if batch is not None:  # full: send it, start the partition's next one
-                    deliveries.append(await self._send(batch, partition))
+                if batch is not None:  # full: to be sent first, start the partition's next one
+                    ready.append((partition, batch))
                 batch = batches[partition] = self._producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"event {event['id']} does not fit in a producer batch")
-        for partition, batch in batches.items():
-            deliveries.append(await self._send(batch, partition))
-        await asyncio.gather(*deliveries)
-        self.emitted += len(docs)
-        return len(docs)
+        ready.extend(batches.items())
+        return ready
 
     async def _send(self, batch: BatchBuilder, partition: int) -> asyncio.Future[Any]:
-        delivery: asyncio.Future[Any] = await self._producer.send_batch(
-            batch, self._topic, partition=partition
-        )
+        # One batch of ours waits for a partition at a time, the others queue here in order:
+        # aiokafka's producer holds one unsent batch per partition, and every sender waiting
+        # for that slot wakes when it frees and takes from its own time-out each time, so with
+        # dozens of realms' pages at once (docs/design.md invariant 8) they timed out in turns.
+        lock = self._partition_locks.setdefault(partition, asyncio.Lock())
+        async with lock:
+            delivery: asyncio.Future[Any] = await self._producer.send_batch(
+                batch, self._topic, partition=partition
+            )
         return delivery
 
     async def flush(

@@ -6,6 +6,7 @@ and re-emits only what is still pending in the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from services.sync.store import (
     RejectedInvoices,
     StoredVersions,
 )
+from services.sync.turns import cpu_turn
 from services.sync.vault import TokenVault
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,9 @@ class Dependencies:
     rejected: RejectedInvoices
     clock: Callable[[], datetime]
     cdc_overlap: timedelta = field(default=timedelta(seconds=60))
+    # Listing pages (refreshes, CDC) written and emitted at once across realms; a webhook's
+    # few invoices never wait for one (docs/design.md invariant 8).
+    page_writes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
 
 def _invoice_id(obj: Any) -> str | None:
@@ -138,12 +143,18 @@ async def _store_and_emit(
     if not records:
         return 0, 0
     customers = {r.qbo_customer_id for r in records if r.qbo_customer_id}
-    local_ids = await deps.mappings.local_ids(realm_id, customers)
-    entry = await deps.outbox.open(command_id, [r.key for r in records])
+    # Side by side where nothing orders them: the outbox entry only has to be written before
+    # the invoices (invariant 4), and a page's round trips are what a webhook waits for while
+    # other realms load the database. An entry left open by a failed lookup is the sweep's.
+    local_ids, entry = await asyncio.gather(
+        deps.mappings.local_ids(realm_id, customers),
+        deps.outbox.open(command_id, [r.key for r in records]),
+    )
     applied = await _apply_isolating(deps, records, local_ids, known, source, command_id)
     emitted = await deps.events.publish(applied.written)
-    await deps.outbox.close(entry)
-    await deps.rejected.resolve([d["_id"] for d in applied.written])
+    await asyncio.gather(
+        deps.outbox.close(entry), deps.rejected.resolve([d["_id"] for d in applied.written])
+    )
     return applied.stored, emitted
 
 
@@ -250,10 +261,12 @@ async def _sync_customer_invoices(
     counts = Counts()
     async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
         counts.fetched += len(objects)
-        page = _records(realm_id, objects)
+        async with cpu_turn():
+            page = _records(realm_id, objects)
         returned.update(r.key for r in page.records)
         returned.update(r.key for r in page.rejected if r.invoice_id is not None)
-        counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
+        async with deps.page_writes:
+            counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
     missing = sorted(stored_before - returned)
     if missing:
         counts.reconciled = len(missing)
@@ -504,9 +517,11 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         customers = _customer_facts(realm_id, _objects(changes, "Customer"))
         await deps.mappings.observe(realm_id, customers.values())
         invoices = _objects(changes, "Invoice")
-        page = _records(realm_id, invoices)
+        async with cpu_turn():
+            page = _records(realm_id, invoices)
         records = page.records
-        s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
+        async with deps.page_writes:
+            s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
         if len(invoices) < CDC_FULL or not records:
             await deps.checkpoints.move(realm_id, now)
@@ -531,7 +546,10 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
             .order_by("Id")
         )
         async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
-            s, e = await _store_and_emit(deps, realm_id, _records(realm_id, objects), None, "cdc")
+            async with cpu_turn():
+                page = _records(realm_id, objects)
+            async with deps.page_writes:
+                s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
             fetched, stored, emitted = fetched + len(objects), stored + s, emitted + e
         start = second + timedelta(seconds=1)
         await deps.checkpoints.move(realm_id, start)

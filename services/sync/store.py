@@ -27,6 +27,7 @@ from services.common.messages import Command
 from services.common.mongo import Document, IndexSpec, find_by_ids
 from services.common.statuses import CommandStatus
 from services.sync.quickbooks.mapping import CustomerFacts, InvoiceRecord
+from services.sync.turns import cpu_turn
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +196,39 @@ class InvoiceStore:
         # As stored: a BSON date keeps milliseconds, and the documents returned here are the
         # ones events are built from first (the outbox rebuilds them from the stored copy).
         now = to_millis(self._clock())
+        async with cpu_turn():  # a page's documents: CPU only (services/sync/turns.py)
+            inserts, updates, updated, update_keys = self._plan(records, local_ids, current, now)
+        conflicted: set[str] = set()
+        written: list[Document] = []
+        if inserts:
+            try:
+                await self._invoices.insert_many(inserts, ordered=False)
+                written.extend(inserts)
+            except (BulkWriteError, DuplicateKeyError, KeyError):
+                # FerretDB reports bulk write errors with wrong indexes (and no nModified), so
+                # don't trust the details: re-check every insert of this batch.
+                conflicted |= {d["_id"] for d in inserts}
+        if updates:
+            try:
+                bulk = await self._invoices.bulk_write(updates, ordered=False)
+                if bulk.matched_count != len(updates):
+                    conflicted |= update_keys
+                else:
+                    written.extend(updated)
+            except (BulkWriteError, KeyError):
+                conflicted |= update_keys
+        for doc in written:
+            doc.pop("raw_json", None)
+        return written, conflicted
+
+    def _plan(
+        self,
+        records: Sequence[InvoiceRecord],
+        local_ids: dict[str, str | None],
+        current: dict[str, Held],
+        now: datetime,
+    ) -> tuple[list[Document], list[UpdateOne], list[Document], set[str]]:
+        """The documents to insert, and the guarded updates (with the documents they write)."""
         inserts: list[Document] = []
         updates: list[UpdateOne] = []
         updated: list[Document] = []
@@ -238,28 +272,7 @@ class InvoiceStore:
                 updates.append(
                     UpdateOne({"_id": record.key, "version": held.version}, {"$set": fields})
                 )
-        conflicted: set[str] = set()
-        written: list[Document] = []
-        if inserts:
-            try:
-                await self._invoices.insert_many(inserts, ordered=False)
-                written.extend(inserts)
-            except (BulkWriteError, DuplicateKeyError, KeyError):
-                # FerretDB reports bulk write errors with wrong indexes (and no nModified), so
-                # don't trust the details: re-check every insert of this batch.
-                conflicted |= {d["_id"] for d in inserts}
-        if updates:
-            try:
-                bulk = await self._invoices.bulk_write(updates, ordered=False)
-                if bulk.matched_count != len(updates):
-                    conflicted |= update_keys
-                else:
-                    written.extend(updated)
-            except (BulkWriteError, KeyError):
-                conflicted |= update_keys
-        for doc in written:
-            doc.pop("raw_json", None)
-        return written, conflicted
+        return inserts, updates, updated, update_keys
 
     def _fields(
         self, record: InvoiceRecord, local_id: str | None, version: int, now: datetime

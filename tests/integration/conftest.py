@@ -43,10 +43,13 @@ async def sync(
     """The sync service over real HTTP, talking to the emulator over real HTTP.
 
     The CDC poller only runs often in tests marked `@pytest.mark.cdc_poll(seconds)`, so other
-    tests see exactly what their commands did.
+    tests see exactly what their commands did. `@pytest.mark.throttle(pause_s, retry_base_s)`
+    shortens the waits of a throttled realm, so a test can go through many of them.
     """
     marker = request.node.get_closest_marker("cdc_poll")
     cdc_interval = float(marker.args[0]) if marker else 3600.0
+    throttle = request.node.get_closest_marker("throttle")
+    pause_s, retry_base_s = (float(a) for a in throttle.args) if throttle else (1.0, 0.5)
     sock = bound_socket()
     host, port = sock.getsockname()[:2]
     wired = settings.model_copy(
@@ -62,7 +65,8 @@ async def sync(
             "cdc_overlap_s": 5.0,
             "outbox_sweep_interval_s": 1.0,
             "command_max_attempts": 2,
-            "qbo_throttle_pause_s": 1.0,
+            "qbo_throttle_pause_s": pause_s,
+            "qbo_retry_base_delay_s": retry_base_s,
         }
     )
     async with sync_service(wired, clock=clock) as service:

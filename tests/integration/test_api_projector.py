@@ -617,3 +617,26 @@ async def test_a_dead_letter_that_cannot_be_sent_is_retried_and_each_record_coun
     assert sorted(r.value for r in dead) == [b"[]", b"{not json"]
     keys = {row["_id"] async for row in mongo_db["read_invoices"].find({})}
     assert keys == {invoice_key(REALM, str(i)) for i in range(800, 806)}
+
+
+async def test_a_first_version_is_inserted_unread_and_never_overwrites_a_newer_one(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    # Invoice 1 holds version 3 already; the first version of 1 and of 2 arrive together.
+    await mongo_db["read_invoices"].insert_one(
+        {"_id": invoice_key(REALM, "1"), "version": 3, "by": "newer"}
+    )
+    batch = [
+        {"_id": invoice_key(REALM, "1"), "version": 1, "by": "batch"},
+        {"_id": invoice_key(REALM, "2"), "version": 1, "by": "batch"},
+    ]
+
+    applied = await ReadInvoices(mongo_db).apply_many(batch)
+
+    # Invoice 2's copy landed; whether it counts as stored or stale is not known without a
+    # read before the insert (services/api/store.py): only its row tells.
+    assert applied[0] is Applied.STALE and applied[1] is not None
+    rows = {
+        row["_id"]: (row["version"], row["by"]) async for row in mongo_db["read_invoices"].find({})
+    }
+    assert rows == {invoice_key(REALM, "1"): (3, "newer"), invoice_key(REALM, "2"): (1, "batch")}

@@ -33,6 +33,9 @@ def base_settings(endpoints: Endpoints) -> Settings:
         mongodb_uri=endpoints.mongodb_uri,
         commands_partitions=3,
         events_partitions=3,
+        # Figure 8b's throttled company waits seconds, not Intuit's minute.
+        qbo_throttle_pause_s=0.5,
+        qbo_retry_base_delay_s=0.05,
     )
 
 
@@ -49,6 +52,7 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
         companies=3,
         company_invoices=1100,
         company_webhook_changes=2,
+        throttled_company_minutes=0.05,
         out=tmp_path / "results.json",
     )
 
@@ -85,6 +89,17 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
     assert figures[("8.", "invoices stored")] == 3 * 1100
     assert ("8.", "same work, concurrency 1") in figures
     assert ("8.", "webhook -> visible p99") in figures
+    assert (
+        number(
+            "8.",
+            "database-bound limit: raw insert_many of the 3,300 documents, 3 companies at once",
+        )
+        > 0
+    )
+    assert figures[("8b.", "commands dead-lettered")] == 0
+    assert figures[("8b.", "refreshes failed")] == 0
+    assert number("8b.", "429s answered to the throttled company") > 0
+    assert number("8b.", "throughput throttled / unthrottled") > 0
     written = json.loads(options.out.read_text())
     assert len(written["rows"]) == len(report.rows)
     assert written["details"]["full_sync_result"] == {
@@ -181,3 +196,6 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
     assert sum(e.startswith("poison:") for e in events) == 2
     assert sum(e.startswith("odd_amount:") for e in events) == 3
     assert sum(e.startswith("unstorable_amount:") for e in events) == 1
+    # Every company refreshes at once right before the first worker kill.
+    first_kill = next(s.index for s in first if any(e.startswith("kill_worker") for e in s.chaos))
+    assert first[first_kill - 1].operation == "refresh_companies"

@@ -121,6 +121,49 @@ async def test_a_throttled_company_is_deferred_not_failed_and_others_go_on(
     assert await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic) == []
 
 
+@pytest.mark.throttle(0.05, 0.01)  # many pauses in a short test: Intuit's 60 s made short
+async def test_a_company_throttled_through_many_pauses_dead_letters_nothing_and_others_go_on(
+    worker: SyncUnderTest,
+    emulator: RunningEmulator,
+    clock: MovableClock,
+    settings: Settings,
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    throttled_realm = "9130350000000301"
+    others = [f"913035000000030{n}" for n in range(2, 6)]
+    (held,), _ = await company(worker, emulator, clock, throttled_realm, 1, 5)
+    free = {r: (await company(worker, emulator, clock, r, 2, 30))[0] for r in others}
+    # Intuit answers 429 to every request of this company until the rule is lifted.
+    emulator.state.set_faults([{"kind": "429", "realm_id": throttled_realm}])
+    held_command = await refresh(worker, throttled_realm, held)
+
+    async def answered_429() -> int:
+        return emulator.state.faults.fired.get("429", 0)
+
+    # The client tries 4 times a pause: 20 answers are five pauses, each deferring the command.
+    await eventually(answered_429, lambda n: n >= 20)
+    free_commands = [await refresh(worker, r, c) for r, ids in free.items() for c in ids]
+    for command_id in free_commands:
+        assert (await finished(worker, command_id))["status"] == "succeeded"
+    # Meanwhile the throttled company's refresh is deferred (or trying again), never finished.
+    still = await worker.service.commands.get(held_command)
+    assert still is not None and still["status"] in ("throttled", "running"), still
+    await eventually(answered_429, lambda n: n >= 40)
+
+    emulator.state.set_faults([])  # the throttle lifts
+    done = await finished(worker, held_command)
+
+    assert done["status"] == "succeeded", done
+    assert await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic) == []
+    counts = Counter(
+        [d["realm_id"] async for d in mongo_db.invoices.find({}, {"realm_id": 1, "version": 1})]
+    )
+    assert counts == {throttled_realm: 5, **dict.fromkeys(others, 60)}
+    assert await mongo_db.invoices.count_documents({"version": {"$ne": 1}}) == 0
+    emitted = await events(settings)
+    assert len({e["id"] for e in emitted}) == 5 + 60 * len(others)
+
+
 async def test_sigkill_mid_way_through_20_concurrent_companies_loses_and_duplicates_nothing(
     sync: SyncUnderTest,
     emulator: RunningEmulator,
