@@ -14,11 +14,12 @@ from typing import Any, cast
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
+from pymongo.errors import AutoReconnect
 
 from services.common.messages import Command, RefreshInvoices
 from services.common.statuses import CommandStatus
 from services.sync.handlers import Dependencies
-from services.sync.quickbooks.errors import QboThrottled
+from services.sync.quickbooks.errors import QboThrottled, QboUnavailable
 from services.sync.scheduler import Outcome
 from services.sync.store import FINISHED, Attempt, CommandLog
 from services.sync.worker import CommandWorker, WorkerOptions
@@ -411,3 +412,48 @@ async def test_records_polled_while_a_partition_is_handed_over_are_left_to_the_n
     await revoking
     assert w.consumer.committed[P0] == 1  # only what was taken and done
     assert w.worker.offsets.position(P0) is None
+
+
+async def test_a_qbo_failure_is_dead_lettered_at_once_without_another_attempt() -> None:
+    """docs/design.md invariant 13: the QBO client already retried the request."""
+    w = World()
+    failing, _ = w.command(P0, "1001")
+    w.worker.failures[failing] = [QboUnavailable("server error", status=503) for _ in range(3)]
+
+    await w.poll()
+
+    assert w.worker.started == [failing]  # one attempt: the client's retries are not multiplied
+    assert w.log.history[failing] == ["running", "failed"]
+    assert w.log.docs[failing]["reason"] == "QboUnavailable: HTTP 503: server error"
+    assert [headers["dlq.error_type"] for _, _, headers in w.producer.sent] == [b"QboUnavailable"]
+    assert w.consumer.committed[P0] == 1
+
+
+async def test_a_database_failure_is_retried_with_backoff_then_dead_lettered() -> None:
+    w = World(max_attempts=3, retry_base_delay_s=1.0)
+    failing, _ = w.command(P0, "1001")
+    w.worker.failures[failing] = [AutoReconnect("primary stepped down") for _ in range(3)]
+
+    await w.poll()
+    assert w.worker.started == [failing]
+    await w.time.advance(1)
+    assert w.worker.started == [failing] * 2
+    await w.time.advance(2)
+    assert w.worker.started == [failing] * 3
+
+    assert w.log.status(failing) == "failed"
+    reason = w.log.docs[failing]["reason"]
+    assert reason == "gave up after 3 attempts: AutoReconnect: primary stepped down"
+    assert [headers["dlq.reason"] for _, _, headers in w.producer.sent] == [reason.encode()]
+
+
+async def test_a_database_failure_that_passes_is_not_dead_lettered() -> None:
+    w = World(max_attempts=3, retry_base_delay_s=1.0)
+    flaky, _ = w.command(P0, "1001")
+    w.worker.failures[flaky] = [AutoReconnect("primary stepped down")]
+
+    await w.poll()
+    await w.time.advance(1)
+
+    assert w.log.history[flaky] == ["running", "running", "succeeded"]
+    assert w.producer.sent == []
