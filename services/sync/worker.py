@@ -59,6 +59,7 @@ from services.common.statuses import CommandStatus
 from services.sync import handlers
 from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.offsets import OffsetTracker
+from services.sync.ports import CommandRecords
 from services.sync.quickbooks.errors import (
     QboError,
     QboRequestError,
@@ -66,7 +67,7 @@ from services.sync.quickbooks.errors import (
     ReauthRequired,
 )
 from services.sync.scheduler import Deferred, Job, Outcome, RealmScheduler
-from services.sync.store import Attempt, CommandLog
+from services.sync.store import Attempt
 from services.sync.vault import NotConnected
 
 log = structlog.get_logger(__name__)
@@ -128,7 +129,7 @@ class CommandWorker:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         deps: Dependencies,
-        commands: CommandLog,
+        commands: CommandRecords,
         options: WorkerOptions,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
