@@ -137,11 +137,13 @@ class CommandRecords(Protocol):
         self,
         command_id: str,
         status: CommandStatus,
-        reason: str | None = None,
-        result: dict[str, Any] | None = None,
-        attempt: Attempt | None = None,
+        reason: str | None,
+        result: dict[str, Any] | None,
+        attempt: Attempt | None,
+        /,
     ) -> bool:
-        """Record the outcome; False when the command had already finished."""
+        """Record the outcome (`result` when it succeeded, the `attempt` that ends it); False
+        when the command had already finished."""
         ...
 
     async def throttled(self, command_id: str, resumes_at: datetime, reason: str) -> None: ...
