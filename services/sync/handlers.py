@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +49,7 @@ PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
 IDS_PER_QUERY = 200  # keeps `Id IN (…)` queries well inside URL limits
 CDC_MAX_LOOKBACK = timedelta(days=30)  # Intuit refuses older changedSince values
 CDC_FULL = 1000  # Intuit returns at most 1000 objects per entity per CDC call
+CDC_ENTITIES = ("Invoice", "Customer")
 _QBO_ID = re.compile(r"[0-9]{1,32}")
 # What the database may refuse about one document (BSON cannot encode it); anything else, such
 # as a lost connection, fails the command and is retried as before.
@@ -511,46 +512,88 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         start = oldest_allowed
     fetched = stored = emitted = 0
     while True:
-        changes = await deps.qbo.cdc(realm_id, ["Invoice", "Customer"], start)
+        changes = await deps.qbo.cdc(realm_id, list(CDC_ENTITIES), start)
         # Customers: the mappings' facts. CDC cannot tell a merge (the absorbed customer just
         # turns inactive); merges are carried out from their notice (docs/design.md).
-        customers = _customer_facts(realm_id, _objects(changes, "Customer"))
-        await deps.mappings.observe(realm_id, customers.values())
+        customers = _objects(changes, "Customer")
+        await deps.mappings.observe(realm_id, _customer_facts(realm_id, customers).values())
         invoices = _objects(changes, "Invoice")
         async with cpu_turn():
             page = _records(realm_id, invoices)
-        records = page.records
         async with deps.page_writes:
             s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
-        if len(invoices) < CDC_FULL or not records:
+        # A full answer of either entity may have left changes out: narrow the window to start
+        # at the newest change of the fullest-behind entity and ask again (the overlap re-reads
+        # that instant, and the other entity's changes once more; writes are guarded).
+        full = {
+            entity: newest
+            for entity, objects in (("Invoice", invoices), ("Customer", customers))
+            if len(objects) >= CDC_FULL and (newest := _newest_change(objects)) is not None
+        }
+        if not full:
             await deps.checkpoints.move(realm_id, now)
             break
-        # A full answer may have left changes out: narrow the window to start at the newest
-        # change we got and ask again (the overlap re-reads that instant; writes are guarded).
-        newest = max(r.last_updated_time for r in records)
+        newest = min(full.values())
         if newest > start:
             start = newest
             await deps.checkpoints.move(realm_id, newest)
             continue
-        # More than 1000 changes share one second (CDC's resolution), so CDC cannot page past
-        # them: read that second through the query API, which pages, then go on with CDC
-        # from the next second. The query API does not list deletions, so a deletion beyond
-        # CDC's first 1000 of that same second relies on its webhook (`cdc.second_full`).
-        log.warning("cdc.second_full", realm_id=realm_id, second=start.isoformat())
+        # More than 1000 changes of one entity share one second (CDC's resolution), so CDC
+        # cannot page past them: read that second through the query API, which pages, then go
+        # on with CDC from the next second. The query API does not list deletions, so a
+        # deletion beyond CDC's first 1000 of that same second relies on its webhook
+        # (`cdc.second_full`).
         second = start.replace(microsecond=0)
-        select = (
-            Select("Invoice")
-            .where("MetaData.LastUpdatedTime", ">=", second)
-            .where("MetaData.LastUpdatedTime", "<", second + timedelta(seconds=1))
-            .order_by("Id")
-        )
-        async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
-            async with cpu_turn():
-                page = _records(realm_id, objects)
-            async with deps.page_writes:
-                s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
-            fetched, stored, emitted = fetched + len(objects), stored + s, emitted + e
+        for entity in sorted(e for e, t in full.items() if t <= start):
+            log.warning(
+                "cdc.second_full", realm_id=realm_id, entity=entity, second=second.isoformat()
+            )
+            f, s, e = await _read_second(deps, realm_id, entity, second)
+            fetched, stored, emitted = fetched + f, stored + s, emitted + e
         start = second + timedelta(seconds=1)
         await deps.checkpoints.move(realm_id, start)
     return {"fetched": fetched, "stored": stored, "events": emitted}
+
+
+def _newest_change(objects: Sequence[Any]) -> datetime | None:
+    """The newest `MetaData.LastUpdatedTime` among CDC objects; unreadable ones are skipped
+    (they are recorded where they are mapped)."""
+    newest: datetime | None = None
+    for obj in objects:
+        meta = obj.get("MetaData") if isinstance(obj, Mapping) else None
+        try:
+            changed = parse_qbo_datetime(
+                meta.get("LastUpdatedTime") if isinstance(meta, Mapping) else None
+            )
+        except UnmappableInvoice:
+            continue
+        newest = changed if newest is None or changed > newest else newest
+    return newest
+
+
+async def _read_second(
+    deps: Dependencies, realm_id: str, entity: str, second: datetime
+) -> tuple[int, int, int]:
+    """Every `entity` changed within `second`, through the query API's pages: (fetched, stored,
+    emitted)."""
+    select = Select(entity)
+    if entity == "Customer":
+        select = select.where("Active", "IN", [True, False])  # inactive ones too
+    select = (
+        select.where("MetaData.LastUpdatedTime", ">=", second)
+        .where("MetaData.LastUpdatedTime", "<", second + timedelta(seconds=1))
+        .order_by("Id")
+    )
+    fetched = stored = emitted = 0
+    async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
+        fetched += len(objects)
+        if entity == "Customer":
+            await deps.mappings.observe(realm_id, _customer_facts(realm_id, objects).values())
+            continue
+        async with cpu_turn():
+            page = _records(realm_id, objects)
+        async with deps.page_writes:
+            s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
+        stored, emitted = stored + s, emitted + e
+    return fetched, stored, emitted

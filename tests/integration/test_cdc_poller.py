@@ -1,5 +1,6 @@
-"""The CDC poll on its own: a full answer (Intuit's 1000-per-entity cap) narrows the window and
-asks again, deletions arrive as tombstones, and the checkpoint moves only after the writes."""
+"""The CDC poll on its own: a full answer (Intuit's 1000-per-entity cap, of invoices or of
+customers) narrows the window and asks again, deletions arrive as tombstones, and the checkpoint
+moves only after the writes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from services.common.mongo import Document
 from services.sync import handlers
 from services.sync.oauth.intuit import TokenGrant
 from tests.integration.conftest import SyncUnderTest
-from tests.integration.test_sync_worker import REALM
+from tests.integration.test_sync_worker import REALM, connect_and_map
 from tests.support import MovableClock
 
 pytestmark = pytest.mark.integration
@@ -68,3 +69,30 @@ async def test_first_poll_of_a_new_connection_only_sets_the_checkpoint(
     assert result == {"fetched": 0, "stored": 0, "events": 0}
     assert sync.service.qbo.calls[REALM] == 0
     assert await sync.service.deps.checkpoints.get(REALM) is not None
+
+
+@pytest.mark.parametrize("same_second", [False, True], ids=["later-second", "one-second"])
+async def test_a_full_answer_of_customers_narrows_the_window_too(
+    sync: SyncUnderTest,
+    emulator: RunningEmulator,
+    clock: MovableClock,
+    mongo_db: AsyncDatabase[Document],
+    same_second: bool,
+) -> None:
+    qbo_customer = await connect_and_map(sync, emulator, clock)
+    deps = sync.service.deps
+    await deps.checkpoints.move(REALM, clock() - timedelta(minutes=1))
+    frozen = emulator.state.clock()
+    emulator.state.clock = lambda: frozen  # CDC's resolution is the second
+    for i in range(1200):  # more customer changes than one CDC answer holds, oldest first
+        emulator.state.create_customer(REALM, {"DisplayName": f"Other {i}"})
+    if not same_second:
+        emulator.state.clock = lambda: frozen + 1.1
+    # The mapped customer's change is the newest: beyond the first full answer.
+    emulator.state.update_customer(REALM, qbo_customer, {"DisplayName": "Acme Renamed"})
+
+    await handlers.poll_changes(REALM, deps)
+
+    doc = await mongo_db.customer_mappings.find_one({"_id": "cust-1"})
+    assert doc is not None
+    assert (doc["display_name"], doc["qbo_sync_token"]) == ("Acme Renamed", 1)
