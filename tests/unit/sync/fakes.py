@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,7 @@ from aiokafka.errors import IllegalStateError, KafkaConnectionError
 from qbo_emulator.config import EmulatorConfig
 from qbo_emulator.state import EmulatorState
 from qbo_emulator.testing import RunningEmulator, running_emulator
-from services.common.messages import Command
+from services.common.messages import Command, RefreshInvoices
 from services.common.mongo import Document
 from services.common.statuses import CommandStatus
 from services.sync.handlers import Dependencies
@@ -545,3 +546,38 @@ async def sync_layer(**retry: Any) -> AsyncIterator[Sync]:
             qbo,
             backoffs=backoffs,
         )
+
+
+# -- the world the tests build -----------------------------------------------------------------
+
+REALM = "9130350000000001"
+
+
+def mapped_customer(sync: Sync, local_id: str = "cust-1", name: str = "Acme Ltd") -> str:
+    """A QBO customer, mapped to `local_id`; returns its QBO id."""
+    qbo_id = str(sync.books.create_customer(REALM, {"DisplayName": name})["Id"])
+    sync.mappings.by_local[local_id] = CustomerMapping(local_id, REALM, qbo_id, name)
+    return qbo_id
+
+
+def add_invoices(sync: Sync, qbo_customer_id: str, *amounts: Decimal) -> list[str]:
+    return [
+        str(
+            sync.books.create_invoice(
+                REALM,
+                {"CustomerRef": {"value": qbo_customer_id}, "TotalAmt": a, "Balance": a},
+            )["Id"]
+        )
+        for a in amounts
+    ]
+
+
+def keys(*invoice_ids: str) -> list[str]:
+    return sorted(f"{REALM}:{i}" for i in invoice_ids)
+
+
+def refresh_command() -> RefreshInvoices:
+    return RefreshInvoices(realm_id=REALM, issued_by="api", local_customer_id="cust-1")
+
+
+AMOUNTS = [Decimal("1.10"), Decimal("10.1234567"), Decimal("5.125"), Decimal("7"), Decimal("0.01")]

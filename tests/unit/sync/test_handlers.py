@@ -4,60 +4,27 @@ Kafka, no MongoDB (those adapters are covered in tests/integration)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from structlog.testing import capture_logs
 
-from services.common.messages import EntityChange, RefreshInvoices, SyncChanges
+from services.common.messages import EntityChange, SyncChanges
 from services.sync import handlers
-from services.sync.store import CustomerMapping
-from tests.unit.sync.fakes import Sync, sync_layer
-
-REALM = "9130350000000001"
-
-
-@pytest.fixture
-async def sync() -> AsyncIterator[Sync]:
-    async with sync_layer() as layer:
-        layer.vault.connect(REALM)
-        yield layer
-
-
-def mapped_customer(sync: Sync, local_id: str = "cust-1", name: str = "Acme Ltd") -> str:
-    """A QBO customer, mapped to `local_id`; returns its QBO id."""
-    qbo_id = str(sync.books.create_customer(REALM, {"DisplayName": name})["Id"])
-    sync.mappings.by_local[local_id] = CustomerMapping(local_id, REALM, qbo_id, name)
-    return qbo_id
-
-
-def add_invoices(sync: Sync, qbo_customer_id: str, *amounts: Decimal) -> list[str]:
-    return [
-        str(
-            sync.books.create_invoice(
-                REALM,
-                {"CustomerRef": {"value": qbo_customer_id}, "TotalAmt": a, "Balance": a},
-            )["Id"]
-        )
-        for a in amounts
-    ]
-
-
-def keys(*invoice_ids: str) -> list[str]:
-    return sorted(f"{REALM}:{i}" for i in invoice_ids)
+from tests.unit.sync.fakes import (
+    AMOUNTS,
+    REALM,
+    Sync,
+    add_invoices,
+    keys,
+    mapped_customer,
+    refresh_command,
+)
 
 
 def change(invoice_id: str, operation: str, when: str | None = None) -> EntityChange:
     return EntityChange(entity="Invoice", id=invoice_id, operation=operation, last_updated=when)
-
-
-def refresh_command() -> RefreshInvoices:
-    return RefreshInvoices(realm_id=REALM, issued_by="api", local_customer_id="cust-1")
-
-
-AMOUNTS = [Decimal("1.10"), Decimal("10.1234567"), Decimal("5.125"), Decimal("7"), Decimal("0.01")]
 
 
 async def test_a_refresh_reads_every_page_and_stores_and_emits_each_invoice_once(

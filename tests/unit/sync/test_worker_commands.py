@@ -4,7 +4,6 @@ deferred, a command delivered twice. Fake time: no test waits on the wall clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,17 +14,18 @@ from aiokafka import TopicPartition
 from services.common.messages import RefreshInvoices
 from services.sync.worker import CommandWorker
 from tests.fakes import settle
-from tests.unit.sync.fakes import TOPIC, Sync, sync_layer
-from tests.unit.sync.test_handlers import AMOUNTS, REALM, add_invoices, keys, mapped_customer
+from tests.unit.sync.fakes import (
+    AMOUNTS,
+    REALM,
+    TOPIC,
+    Sync,
+    add_invoices,
+    keys,
+    mapped_customer,
+    refresh_command,
+)
 
 P0 = TopicPartition(TOPIC, 0)
-
-
-@pytest.fixture
-async def sync() -> AsyncIterator[Sync]:
-    async with sync_layer() as layer:
-        layer.vault.connect(REALM)
-        yield layer
 
 
 async def run(sync: Sync, worker: CommandWorker, *commands: RefreshInvoices) -> None:
@@ -34,10 +34,6 @@ async def run(sync: Sync, worker: CommandWorker, *commands: RefreshInvoices) -> 
     await worker.poll_once()
     await settle()
     await worker.commit()
-
-
-def refresh() -> RefreshInvoices:
-    return RefreshInvoices(realm_id=REALM, issued_by="api", local_customer_id="cust-1")
 
 
 def fail_queries(sync: Sync, *rules: dict[str, Any]) -> None:
@@ -54,7 +50,7 @@ async def test_a_failing_page_is_retried_by_the_client_only_then_dead_lettered_w
     rules = [{"kind": "401", "times": 1}] if expired_token else []
     fail_queries(sync, *rules, {"kind": "503", "times": 100})
     worker = sync.worker(max_attempts=3)
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, worker, command)
 
@@ -74,7 +70,7 @@ async def test_a_page_that_fails_briefly_is_retried_by_the_client_and_the_comman
 ) -> None:
     add_invoices(sync, mapped_customer(sync), *AMOUNTS)
     fail_queries(sync, {"kind": "500", "times": 1}, {"kind": "malformed_json", "times": 1})
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, sync.worker(), command)
 
@@ -88,7 +84,7 @@ async def test_a_throttled_realm_is_deferred_not_dead_lettered_then_runs(sync: S
     ids = add_invoices(sync, mapped_customer(sync), *AMOUNTS[:2])
     fail_queries(sync, {"kind": "429", "times": 4})  # outlasts the client's 3 retries
     worker = sync.worker(throttle_pause_s=60)
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, worker, command)
 
@@ -115,7 +111,7 @@ async def test_events_owed_by_an_attempt_that_failed_after_its_writes_are_emitte
     ids = add_invoices(sync, mapped_customer(sync), *AMOUNTS)
     sync.events.down = 1  # Kafka is away when the page's events are produced
     worker = sync.worker(max_attempts=3, retry_base_delay_s=1.0)
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, worker, command)
     assert sync.commands.status(command.command_id) == "running"  # waiting to try again
@@ -132,7 +128,7 @@ async def test_events_owed_by_an_attempt_that_failed_after_its_writes_are_emitte
 async def test_a_command_delivered_twice_runs_once(sync: Sync) -> None:
     add_invoices(sync, mapped_customer(sync), Decimal("4"))
     worker = sync.worker()
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, worker, command)
     calls = sync.calls(REALM)
@@ -145,7 +141,7 @@ async def test_a_command_delivered_twice_runs_once(sync: Sync) -> None:
 
 
 async def test_a_command_for_an_unmapped_customer_fails_without_reading_qbo(sync: Sync) -> None:
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, sync.worker(), command)
 
@@ -159,7 +155,7 @@ async def test_a_command_for_an_unmapped_customer_fails_without_reading_qbo(sync
 async def test_a_realm_needing_reauthorisation_ends_its_command_as_such(sync: Sync) -> None:
     mapped_customer(sync)
     sync.vault.needs_reauth.add(REALM)
-    command = refresh()
+    command = refresh_command()
 
     await run(sync, sync.worker(), command)
 
