@@ -26,8 +26,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
       > /tmp/requirements.txt \
  && pip install --requirement /tmp/requirements.txt
 
-# The code runs from /app (not site-packages): services/common/schemas.py finds the JSON
-# Schemas in schemas/ next to the packages. Its bytecode is compiled here, checked by hash rather
+# The code runs from /app (not site-packages): the JSON Schemas are the `schemas` package next
+# to the others. Its bytecode is compiled here, checked by hash rather
 # than by timestamp, so the read-only runtime never needs to write a .pyc (pip already compiled
 # the dependencies).
 WORKDIR /app

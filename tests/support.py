@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import uvicorn
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from starlette.types import ASGIApp
 
 T = TypeVar("T")
@@ -71,23 +71,29 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
-async def read_topic(bootstrap_servers: str, topic: str, idle_s: float = 1.5) -> list[Any]:
-    """Every record of `topic` from the beginning, read until nothing new arrives for `idle_s`."""
+async def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+    """Every record of `topic` acknowledged before the call, from the beginning: read up to the
+    end offsets found at the call, so it returns as soon as those records are in (producers use
+    acks=all, so an acknowledged record is below them). A record produced later is not waited
+    for: a test expecting one waits for its condition first (`eventually`)."""
+    # Subscribed, the consumer's start waits for the topic's metadata (its partitions).
     consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        topic, bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
     )
     await consumer.start()
-    records: list[Any] = []
     try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=5000)
-            if not batch:
-                return records
-            for recs in batch.values():
-                records.extend(recs)
+        async with asyncio.timeout(timeout_s):
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.unsubscribe()
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            records: list[Any] = []
+            while unread := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(*unread, timeout_ms=1000, max_records=5000)
+                for tp, received in batch.items():
+                    records.extend(r for r in received if r.offset < ends[tp])
+            return records
     finally:
         await consumer.stop()

@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,17 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+def _contracts() -> Path:
+    """The `schemas` package's folder: the repository's `schemas/` in a checkout or an editable
+    install, the installed copy otherwise (the contracts are its package data)."""
+    found = resources.files("schemas")
+    if not isinstance(found, Path):
+        raise RuntimeError(f"the schemas package must be installed as files, not {found!r}")
+    return found
+
+
+SCHEMAS_DIR = _contracts()
 
 # Command "type" -> schema name; the commands topic carries several kinds of command.
 COMMAND_SCHEMAS: Mapping[str, str] = {

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # skew between us and Intuit cannot lose a change (re-reads are harmless: writes are guarded).
     cdc_poll_interval_s: float = Field(default=300.0, gt=0)
     cdc_overlap_s: float = Field(default=60.0, ge=0)
+    # Attempts of a command failing in MongoDB or Kafka; a QBO failure is retried by the QBO
+    # client only (docs/design.md invariant 13).
     command_max_attempts: int = Field(default=3, ge=1)
     outbox_sweep_interval_s: float = Field(default=30.0, gt=0)
     # Realms a worker serves at once (commands, CDC polls, sweeps; one realm's run in order).

@@ -100,6 +100,7 @@ class SyncService:
     producer: AIOKafkaProducer
     commands: CommandLog
     deps: Dependencies
+    rejected: RejectedInvoices  # also read by /stats and /rejected-invoices
     tokens: BearerTokens
     links: ConnectLinks
     mongo_commands: CommandCounter | None = None
@@ -140,7 +141,7 @@ class SyncService:
                 "qbo_calls_by_realm": dict(self.qbo.calls),
                 # Invoices QBO sent that could not be stored, since this process started;
                 # the entries themselves are at /rejected-invoices.
-                "rejected_invoices_by_realm": dict(self.deps.rejected.counts),
+                "rejected_invoices_by_realm": dict(self.rejected.counts),
                 # Malformed events of signed webhook deliveries (taken event by event, the
                 # rest of each delivery synced), since this process started, by reason.
                 "webhook_events_rejected_by_reason": dict(self.webhook_rejections),
@@ -162,7 +163,7 @@ class SyncService:
                 secure_cookies=self.settings.environment != "local",
             ),
             *mapping_routes(self.deps, guard),
-            *guard.routes(Rule.SERVICE, rejected_invoice_routes(self.deps.rejected)),
+            *guard.routes(Rule.SERVICE, rejected_invoice_routes(self.rejected)),
             *guard.routes(
                 Rule.WEBHOOK_SIGNATURE,
                 webhook_routes(
@@ -297,6 +298,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         )
         invoices = InvoiceStore(db, clock)
         outbox = Outbox(db, clock)
+        rejected = RejectedInvoices(db, clock)
         deps = Dependencies(
             qbo=qbo,
             vault=vault,
@@ -305,7 +307,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             events=InvoiceEvents(producer, settings.invoice_events_topic, invoices, outbox, clock),
             outbox=outbox,
             checkpoints=CdcCheckpoints(db, clock),
-            rejected=RejectedInvoices(db, clock),
+            rejected=rejected,
             clock=clock,
             cdc_overlap=timedelta(seconds=settings.cdc_overlap_s),
             page_writes=asyncio.Semaphore(settings.worker_page_writes),
@@ -322,6 +324,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             producer,
             CommandLog(db, clock),
             deps,
+            rejected,
             tokens,
             links,
             counter,

@@ -19,8 +19,16 @@ from bson.errors import InvalidDocument
 from services.common import jsoncodec
 from services.common.messages import EntityChange, MapCustomer, RefreshInvoices, SyncChanges
 from services.common.mongo import Document
-from services.sync.events import InvoiceEvents
-from services.sync.quickbooks.client import QboClient
+from services.sync.ports import (
+    Checkpoints,
+    Connections,
+    EventPublisher,
+    Invoices,
+    Mappings,
+    OutboxEntries,
+    QboReader,
+    Rejections,
+)
 from services.sync.quickbooks.mapping import (
     CustomerFacts,
     InvoiceRecord,
@@ -32,19 +40,8 @@ from services.sync.quickbooks.mapping import (
     parse_qbo_datetime,
 )
 from services.sync.quickbooks.query import Select
-from services.sync.store import (
-    ApplyResult,
-    CdcCheckpoints,
-    CustomerMapping,
-    CustomerMappings,
-    InvoiceRejection,
-    InvoiceStore,
-    Outbox,
-    RejectedInvoices,
-    StoredVersions,
-)
+from services.sync.store import ApplyResult, CustomerMapping, InvoiceRejection, StoredVersions
 from services.sync.turns import cpu_turn
-from services.sync.vault import TokenVault
 
 log = structlog.get_logger(__name__)
 
@@ -78,14 +75,17 @@ class CommandRejected(Exception):
 
 @dataclass
 class Dependencies:
-    qbo: QboClient
-    vault: TokenVault
-    invoices: InvoiceStore
-    mappings: CustomerMappings
-    events: InvoiceEvents
-    outbox: Outbox
-    checkpoints: CdcCheckpoints
-    rejected: RejectedInvoices
+    """What the handlers need, as ports (`services/sync/ports.py`): the real adapters are
+    wired in `app.py`, in-memory fakes in unit tests."""
+
+    qbo: QboReader
+    vault: Connections
+    invoices: Invoices
+    mappings: Mappings
+    events: EventPublisher
+    outbox: OutboxEntries
+    checkpoints: Checkpoints
+    rejected: Rejections
     clock: Callable[[], datetime]
     cdc_overlap: timedelta = field(default=timedelta(seconds=60))
     # Listing pages (refreshes, CDC) written and emitted at once across realms; a webhook's

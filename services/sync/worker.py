@@ -11,8 +11,10 @@ Guarantees (docs/design.md invariants 1, 5 and 8):
   so a crash means redelivery, never loss; handlers are idempotent. A revoked partition's
   running work is waited for (bounded), then abandoned uncommitted;
 - a realm that QBO keeps throttling is paused and its command deferred (status `throttled`),
-  not failed; a command that cannot be parsed, keeps failing, or stays throttled longer than
-  `throttle_give_up_s` goes to the dead-letter topic with the reason and the original bytes.
+  not failed; a command that cannot be parsed, fails in QBO after the client's retries, fails
+  otherwise for good, keeps failing in our own infrastructure (`TRANSIENT`, retried up to
+  `max_attempts`), or stays throttled longer than `throttle_give_up_s` goes to the dead-letter
+  topic with the reason and the original bytes (invariant 13: who retries what).
 - a command runs once: one whose record says it finished is not run again (a duplicate publish
   costs no QBO reads), while one left `running` by a crash is, so its work is completed.
 """
@@ -57,15 +59,15 @@ from services.common.statuses import CommandStatus
 from services.sync import handlers
 from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.offsets import OffsetTracker
+from services.sync.ports import CommandRecords
 from services.sync.quickbooks.errors import (
-    QboAuthError,
+    QboError,
     QboRequestError,
     QboThrottled,
-    QboUnavailable,
     ReauthRequired,
 )
 from services.sync.scheduler import Deferred, Job, Outcome, RealmScheduler
-from services.sync.store import Attempt, CommandLog
+from services.sync.store import Attempt
 from services.sync.vault import NotConnected
 
 log = structlog.get_logger(__name__)
@@ -76,16 +78,12 @@ STALE_OUTBOX = timedelta(minutes=2)
 # The lane of periodic jobs that belong to no realm.
 HOUSEKEEPING = "-housekeeping"
 
-# Worth another attempt: the next one may well succeed. (QboThrottled is not here: a realm
-# throttled after the client's retries is deferred, not retried at once.)
-TRANSIENT: tuple[type[BaseException], ...] = (
-    QboUnavailable,
-    QboAuthError,
-    PyMongoError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
+# Failures of our own infrastructure (the database, Kafka), which another attempt of the whole
+# command may well get past. No QBO error is here: the QBO client is the only layer that
+# retries a QBO request, so one failing page costs a bounded number of metered calls
+# (docs/design.md invariant 13); a QBO error that outlasted its retries ends the command at
+# once (QboThrottled defers it instead).
+TRANSIENT: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ class CommandWorker:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         deps: Dependencies,
-        commands: CommandLog,
+        commands: CommandRecords,
         options: WorkerOptions,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -336,16 +334,17 @@ class CommandWorker:
             except QboThrottled as exc:
                 return await self._throttled(record, command, attempt, exc)
             except Exception as exc:
-                transient = isinstance(exc, TRANSIENT)
+                transient = isinstance(exc, TRANSIENT) and not isinstance(exc, QboError)
+                error = f"{type(exc).__name__}: {exc}"
                 bound.warning(
                     "command.attempt_failed",
                     attempt=number,
                     transient=transient,
-                    error=f"{type(exc).__name__}: {exc}",
-                    exc_info=not transient,
+                    error=error,
+                    exc_info=not transient and not isinstance(exc, QboError),
                 )
-                if number == self._options.max_attempts:
-                    reason = f"gave up after {number} attempts: {type(exc).__name__}: {exc}"
+                if not transient or number == self._options.max_attempts:
+                    reason = f"gave up after {number} attempts: {error}" if transient else error
                     await self.dead_letter(record, reason, type(exc).__name__)
                     await self._finish(command, attempt, CommandStatus.FAILED, reason)
                     return None

@@ -64,6 +64,8 @@ class FakeSyncWorker:
         self.db = db
         self.handled: list[RefreshInvoices] = []
         self.new_balance = Decimal("0.05")
+        # Set by the test once the page showed the running command: QBO "takes a moment".
+        self.proceed = asyncio.Event()
 
     async def run(self) -> None:
         consumer = make_consumer(
@@ -89,7 +91,7 @@ class FakeSyncWorker:
             {"$set": {"status": "running", "started_at": now, "attempts": 1}},
             upsert=True,
         )
-        await asyncio.sleep(0.5)  # QBO takes a moment; the page shows "Fetching..."
+        await self.proceed.wait()
         # Invoice 101 was partly paid in QuickBooks: a new version, published after the write.
         await produce_events(
             self.settings,
@@ -177,12 +179,16 @@ async def test_dashboard_shows_exact_totals_and_refreshes_to_the_new_balance(
     await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
     await page.get_by_test_id("refresh").click()
+    refresh_status = page.get_by_test_id("refresh-status")
+    await expect(refresh_status).to_have_text("Fetching from QuickBooks…", timeout=30_000)
+    await expect(page.get_by_test_id("refresh")).to_be_disabled()
+    sync_worker.proceed.set()
     await expect(page.get_by_test_id("total-balance")).to_have_text("$0.25", timeout=30_000)
     await expect(row_1001.get_by_test_id("invoice-balance")).to_have_text("$0.05")
     # 0.05 of 0.10 still owed: partially paid, and still overdue.
     await expect(row_1001.get_by_test_id("invoice-partially-paid")).to_have_text("Partially paid")
     await expect(row_1001.get_by_test_id("invoice-status")).to_have_text("Overdue")
-    await expect(page.get_by_test_id("refresh-status")).to_contain_text("Updated")
+    await expect(refresh_status).to_contain_text("Updated")
     await expect(page.get_by_test_id("refresh")).to_be_enabled()
     assert len(sync_worker.handled) == 1
     assert sync_worker.handled[0].local_customer_id == "cust-42"

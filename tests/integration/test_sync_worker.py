@@ -303,17 +303,22 @@ async def test_poison_command_is_dead_lettered_and_the_next_one_runs(
     assert all(dict(r.headers)["dlq.topic"].decode() == settings.commands_topic for r in dead)
 
 
-async def test_command_that_keeps_failing_is_dead_lettered_with_its_error(
+async def test_a_failing_page_costs_at_most_four_intuit_calls_then_is_dead_lettered(
     worker: SyncUnderTest, emulator: RunningEmulator, clock: MovableClock, settings: Settings
 ) -> None:
+    """docs/design.md invariant 13: only the QBO client retries a QBO request (1 + 3 retries);
+    the worker, which retries its own infrastructure's failures, does not multiply them."""
     qbo_customer = await connect_and_map(worker, emulator, clock)
     add_invoices(emulator, qbo_customer, 2)
     emulator.state.set_faults([{"kind": "503", "path_contains": "/query", "times": 100}])
+    before = emulator.state.stats.request_count(REALM, "query")
 
     status = await finished(worker, await refresh(worker), timeout_s=90)
 
     assert status["status"] == "failed"
     assert "QboUnavailable" in status["reason"]
+    assert status["attempts"] == 1
+    assert emulator.state.stats.request_count(REALM, "query") - before == 4  # was 2 x 4 here
     dead = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic)
     assert len(dead) == 1
     assert dict(dead[0].headers)["dlq.error_type"] == b"QboUnavailable"

@@ -123,8 +123,7 @@ def test_copies_everything_the_code_reads_and_the_context_allows_it(
     sources = {part.rstrip("/") for copy in _of(builder, "COPY") for part in shlex.split(copy)[:-1]}
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     needed = {p.rstrip("*") for p in packages["packages"]["find"]["include"]}
-    # services/common/schemas.py reads the JSON Schemas from <root>/schemas at run time.
-    needed |= {"schemas", "pyproject.toml"}
+    needed |= {"pyproject.toml"}
     assert needed <= sources, f"not copied into the image: {needed - sources}"
 
     lines = [

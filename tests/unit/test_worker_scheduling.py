@@ -6,138 +6,24 @@ throttled realms deferred (docs/design.md invariants 5 and 8). Real Kafka: test_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka import TopicPartition
+from pymongo.errors import AutoReconnect
 
 from services.common.messages import Command, RefreshInvoices
-from services.common.statuses import CommandStatus
 from services.sync.handlers import Dependencies
-from services.sync.quickbooks.errors import QboThrottled
+from services.sync.quickbooks.errors import QboThrottled, QboUnavailable
 from services.sync.scheduler import Outcome
-from services.sync.store import FINISHED, Attempt, CommandLog
 from services.sync.worker import CommandWorker, WorkerOptions
 from tests.fakes import FakeTime, settle
+from tests.unit.sync.fakes import TOPIC, FakeCommandLog, FakeConsumer, FakeProducer
 
-TOPIC = "commands"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class FakeConsumer:
-    """What the worker uses of AIOKafkaConsumer: per-partition logs read from a position,
-    pause/resume, commits, and a rebalance listener the test can trigger."""
-
-    def __init__(self) -> None:
-        self.logs: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {P0: [], P1: []}
-        self.positions = {P0: 0, P1: 0}
-        self.assigned = {P0, P1}
-        self.paused_tps: set[TopicPartition] = set()
-        self.committed: dict[TopicPartition, int] = {}
-        self.listener: ConsumerRebalanceListener | None = None
-
-    def add(self, tp: TopicPartition, key: str, value: bytes) -> int:
-        offset = len(self.logs[tp])
-        self.logs[tp].append(
-            ConsumerRecord(TOPIC, tp.partition, offset, 0, 0, key.encode(), value, None, 0, 0, [])
-        )
-        return offset
-
-    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None:
-        self.listener = listener
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    def paused(self) -> set[TopicPartition]:
-        return set(self.paused_tps)
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.paused_tps.update(tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self.paused_tps.difference_update(tps)
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {0, 1}
-
-    async def getmany(
-        self, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        batches = {}
-        for tp in sorted(self.assigned - self.paused_tps):
-            records = self.logs[tp][self.positions[tp] : self.positions[tp] + max_records]
-            if records:
-                batches[tp] = records
-                self.positions[tp] += len(records)
-        await asyncio.sleep(0)
-        return batches
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            if tp not in self.assigned:
-                raise IllegalStateError(f"{tp} is not assigned")
-            assert offset >= self.committed.get(tp, 0), "a commit never goes back"
-            self.committed[tp] = offset
-
-    async def revoke(self, tps: Collection[TopicPartition]) -> None:
-        """An eager rebalance: the listener runs, then the partitions are gone."""
-        assert self.listener is not None
-        await self.listener.on_partitions_revoked(set(tps))
-        self.assigned -= set(tps)
-        self.paused_tps -= set(tps)
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
-
-    async def send_and_wait(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
-    ) -> None:
-        self.sent.append((topic, value, dict(headers or [])))
-
-
-class FakeCommandLog:
-    def __init__(self) -> None:
-        self.history: dict[str, list[str]] = {}
-        self.docs: dict[str, dict[str, Any]] = {}
-
-    def _set(self, command_id: str, status: str, **fields: Any) -> None:
-        self.history.setdefault(command_id, []).append(status)
-        self.docs.setdefault(command_id, {}).update(status=status, **fields)
-
-    async def running(self, command: Command, attempt: int) -> Attempt | None:
-        # As the real log: a finished command is not started again.
-        if self.status(command.command_id) in FINISHED:
-            return None
-        ran_before = "running" in self.history.get(command.command_id, [])
-        self._set(command.command_id, "running", attempts=attempt)
-        return Attempt(attempt, datetime.now(UTC), ran_before)
-
-    async def finished(
-        self,
-        command_id: str,
-        status: CommandStatus,
-        reason: str | None = None,
-        result: dict[str, Any] | None = None,
-        attempt: Attempt | None = None,
-    ) -> bool:
-        if self.status(command_id) in FINISHED:
-            return False
-        self._set(command_id, status.value, reason=reason)
-        return True
-
-    async def throttled(self, command_id: str, resumes_at: datetime, reason: str) -> None:
-        self._set(command_id, "throttled", resumes_at=resumes_at, reason=reason)
-
-    def status(self, command_id: str) -> str | None:
-        return self.docs.get(command_id, {}).get("status")
 
 
 class FakeHandlers(CommandWorker):
@@ -188,7 +74,7 @@ class World:
             self.consumer,
             self.producer,
             cast(Dependencies, deps),
-            cast(CommandLog, self.log),
+            self.log,
             replace(WorkerOptions(TOPIC, "dlq", retry_base_delay_s=1.0), **options),
             sleep=self.time.sleep,
             clock=self.time.clock,
@@ -411,3 +297,48 @@ async def test_records_polled_while_a_partition_is_handed_over_are_left_to_the_n
     await revoking
     assert w.consumer.committed[P0] == 1  # only what was taken and done
     assert w.worker.offsets.position(P0) is None
+
+
+async def test_a_qbo_failure_is_dead_lettered_at_once_without_another_attempt() -> None:
+    """docs/design.md invariant 13: the QBO client already retried the request."""
+    w = World()
+    failing, _ = w.command(P0, "1001")
+    w.worker.failures[failing] = [QboUnavailable("server error", status=503) for _ in range(3)]
+
+    await w.poll()
+
+    assert w.worker.started == [failing]  # one attempt: the client's retries are not multiplied
+    assert w.log.history[failing] == ["running", "failed"]
+    assert w.log.docs[failing]["reason"] == "QboUnavailable: HTTP 503: server error"
+    assert [headers["dlq.error_type"] for _, _, headers in w.producer.sent] == [b"QboUnavailable"]
+    assert w.consumer.committed[P0] == 1
+
+
+async def test_a_database_failure_is_retried_with_backoff_then_dead_lettered() -> None:
+    w = World(max_attempts=3, retry_base_delay_s=1.0)
+    failing, _ = w.command(P0, "1001")
+    w.worker.failures[failing] = [AutoReconnect("primary stepped down") for _ in range(3)]
+
+    await w.poll()
+    assert w.worker.started == [failing]
+    await w.time.advance(1)
+    assert w.worker.started == [failing] * 2
+    await w.time.advance(2)
+    assert w.worker.started == [failing] * 3
+
+    assert w.log.status(failing) == "failed"
+    reason = w.log.docs[failing]["reason"]
+    assert reason == "gave up after 3 attempts: AutoReconnect: primary stepped down"
+    assert [headers["dlq.reason"] for _, _, headers in w.producer.sent] == [reason.encode()]
+
+
+async def test_a_database_failure_that_passes_is_not_dead_lettered() -> None:
+    w = World(max_attempts=3, retry_base_delay_s=1.0)
+    flaky, _ = w.command(P0, "1001")
+    w.worker.failures[flaky] = [AutoReconnect("primary stepped down")]
+
+    await w.poll()
+    await w.time.advance(1)
+
+    assert w.log.history[flaky] == ["running", "running", "succeeded"]
+    assert w.producer.sent == []

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import enum
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 
 import aiohttp
 import structlog
+from multidict import CIMultiDict
 
 from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.errors import (
@@ -151,12 +153,94 @@ def _check_id(kind: str, value: str) -> str:
     return value
 
 
+class Action(enum.Enum):
+    """What one attempt's answer calls for."""
+
+    REFRESH = "refresh"  # 401: refresh the token and try once more
+    BACK_OFF = "back_off"  # 429, 5xx, malformed JSON: worth another attempt after a delay
+    STOP = "stop"  # any other 4xx, or a fault inside a 200: the same request will fail again
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A usable document."""
+
+    doc: dict[str, Any]
+    intuit_tid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Anything else: the error to raise should no further attempt be made, and what to do."""
+
+    error: QboError
+    action: Action
+    retry_after_s: float | None = None
+    fault: Fault | None = None
+
+
+Outcome = Answered | Refused
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == lowered), None)
+
+
+def classify(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Sequence[str] = ()
+) -> Outcome:
+    """What one HTTP answer of QBO means (pure: no I/O, no clock but ``Retry-After``'s).
+
+    ``secrets`` (the bearer tokens used) are scrubbed from any fault text kept in the error.
+    """
+    tid = _header(headers, "intuit_tid")
+    if 200 <= status < 300:
+        doc = _decode_json(body)
+        if doc is None:
+            return Refused(
+                QboUnavailable(
+                    "malformed JSON in a successful response", status=status, intuit_tid=tid
+                ),
+                Action.BACK_OFF,
+            )
+        if "Fault" not in doc:
+            return Answered(doc, tid)
+        # Some operations report validation faults inside a 200.
+        fault = _redact(parse_fault(body), secrets)
+        error: QboError = QboRequestError.from_fault(
+            status, fault, intuit_tid=tid, default_message="fault in response"
+        )
+        return Refused(error, Action.STOP, fault=fault)
+    fault = _redact(parse_fault(body), secrets)
+    retry_after = parse_retry_after(_header(headers, "Retry-After"))
+    if status == 401:
+        error = QboAuthError.from_fault(
+            401, fault, intuit_tid=tid, default_message="token rejected"
+        )
+        return Refused(error, Action.REFRESH, fault=fault)
+    if status == 429:
+        error = QboThrottled.from_fault(429, fault, intuit_tid=tid, default_message="throttled")
+        return Refused(error, Action.BACK_OFF, retry_after, fault)
+    if status >= 500:
+        error = QboUnavailable.from_fault(
+            status, fault, intuit_tid=tid, default_message="server error"
+        )
+        return Refused(error, Action.BACK_OFF, retry_after, fault)
+    error = QboRequestError.from_fault(
+        status, fault, intuit_tid=tid, default_message="request rejected"
+    )
+    return Refused(error, Action.STOP, fault=fault)
+
+
 @dataclass(frozen=True, slots=True)
 class _Response:
     status: int
     body: bytes
-    intuit_tid: str | None
-    retry_after: str | None
+    headers: Mapping[str, str]
 
 
 class QboClient:
@@ -305,14 +389,12 @@ class QboClient:
                 raise_for_status=False,
             ) as resp:
                 body = await resp.read()
-                return _Response(
-                    status=resp.status,
-                    body=body,
-                    intuit_tid=resp.headers.get("intuit_tid"),
-                    retry_after=resp.headers.get("Retry-After"),
-                )
+                return _Response(resp.status, body, CIMultiDict(resp.headers))
 
     async def _get(self, realm_id: str, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """One request, with every retry it gets (this client is the only layer that retries a
+        QBO request; docs/design.md invariant 13): a 401 refreshes the token and tries once
+        more; 429, 5xx, no answer and malformed JSON back off up to ``max_retries`` times."""
         _check_id("realm id", realm_id)
         url = f"{self._base_url}/v3/company/{realm_id}/{path}"
         params = {**params, "minorversion": str(self._minor_version)}
@@ -325,76 +407,27 @@ class QboClient:
         attempt = 0
         while True:
             attempt += 1
-            failure: QboError
             cause: BaseException | None = None
-            retry_after: float | None = None
             try:
                 resp = await self._send(realm_id, url, params, token)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 cause = exc
-                failure = QboUnavailable(f"no response from QBO ({type(exc).__name__})")
+                failure: QboError = QboUnavailable(f"no response from QBO ({type(exc).__name__})")
+                outcome: Outcome = Refused(failure, Action.BACK_OFF)
                 log.warning("qbo.transport_error", attempt=attempt, error=type(exc).__name__)
             else:
-                tid = resp.intuit_tid
-                if 200 <= resp.status < 300:
-                    doc = _decode_json(resp.body)
-                    if doc is not None and "Fault" in doc:
-                        # Some operations report validation faults inside a 200.
-                        fault = _redact(parse_fault(resp.body), used_tokens)
-                        log.warning(
-                            "qbo.fault_in_success",
-                            status=resp.status,
-                            intuit_tid=tid,
-                            attempt=attempt,
-                        )
-                        raise QboRequestError.from_fault(
-                            resp.status, fault, intuit_tid=tid, default_message="fault in response"
-                        )
-                    if doc is not None:
-                        log.debug("qbo.ok", status=resp.status, intuit_tid=tid, attempt=attempt)
-                        return doc
-                    failure = QboUnavailable(
-                        "malformed JSON in a successful response",
-                        status=resp.status,
-                        intuit_tid=tid,
-                    )
-                    log.warning(
-                        "qbo.malformed_json", status=resp.status, intuit_tid=tid, attempt=attempt
-                    )
-                else:
-                    fault = _redact(parse_fault(resp.body), used_tokens)
-                    log.warning(
-                        "qbo.error_response",
-                        status=resp.status,
-                        intuit_tid=tid,
-                        attempt=attempt,
-                        code=fault.code if fault else None,
-                        message=fault.message if fault else None,
-                    )
-                    if resp.status == 401:
-                        if refreshed:
-                            raise QboAuthError.from_fault(
-                                401, fault, intuit_tid=tid, default_message="token rejected twice"
-                            )
-                        refreshed = True
-                        token = await self._tokens.refresh_after_401(realm_id, token)
-                        used_tokens.append(token)
-                        continue
-                    if resp.status == 429:
-                        failure = QboThrottled.from_fault(
-                            429, fault, intuit_tid=tid, default_message="throttled"
-                        )
-                        retry_after = parse_retry_after(resp.retry_after)
-                    elif resp.status >= 500:
-                        failure = QboUnavailable.from_fault(
-                            resp.status, fault, intuit_tid=tid, default_message="server error"
-                        )
-                        retry_after = parse_retry_after(resp.retry_after)
-                    else:
-                        raise QboRequestError.from_fault(
-                            resp.status, fault, intuit_tid=tid, default_message="request rejected"
-                        )
-
+                outcome = classify(resp.status, resp.headers, resp.body, used_tokens)
+                _log_answer(log, resp.status, outcome, attempt)
+            if isinstance(outcome, Answered):
+                return outcome.doc
+            failure = outcome.error
+            if outcome.action is Action.REFRESH and not refreshed:
+                refreshed = True
+                token = await self._tokens.refresh_after_401(realm_id, token)
+                used_tokens.append(token)
+                continue
+            if outcome.action is not Action.BACK_OFF:
+                raise failure
             if retries >= self._retry.max_retries:
                 log.error(
                     "qbo.giving_up",
@@ -404,7 +437,31 @@ class QboClient:
                     error=type(failure).__name__,
                 )
                 raise failure from cause
-            delay = self._retry.delay(retries, retry_after)
+            delay = self._retry.delay(retries, outcome.retry_after_s)
             retries += 1
             log.info("qbo.retry_scheduled", attempt=attempt, delay_s=delay)
             await self._sleep(delay)
+
+
+# (an error status?, final?) -> the log line of an answer that is not a usable document
+_ANSWER_EVENTS = {
+    (True, True): "qbo.error_response",
+    (True, False): "qbo.error_response",
+    (False, True): "qbo.fault_in_success",
+    (False, False): "qbo.malformed_json",
+}
+
+
+def _log_answer(log: Any, status: int, outcome: Outcome, attempt: int) -> None:
+    if isinstance(outcome, Answered):
+        log.debug("qbo.ok", status=status, intuit_tid=outcome.intuit_tid, attempt=attempt)
+        return
+    error, fault = outcome.error, outcome.fault
+    log.warning(
+        _ANSWER_EVENTS[status >= 300, outcome.action is Action.STOP],
+        status=status,
+        intuit_tid=error.intuit_tid,
+        attempt=attempt,
+        code=fault.code if fault else None,
+        message=fault.message if fault else None,
+    )
