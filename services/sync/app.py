@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
@@ -34,6 +35,7 @@ from services.sync import vault as vault_module
 from services.sync.access import load_sync_tokens, unauthorized
 from services.sync.events import InvoiceEvents
 from services.sync.handlers import Dependencies
+from services.sync.metrics import MeteredIntuitOAuthClient, SyncMetrics
 from services.sync.oauth import state as state_module
 from services.sync.oauth.flow import OAuthFlow
 from services.sync.oauth.intuit import IntuitOAuthClient
@@ -102,9 +104,31 @@ class SyncService:
     deps: Dependencies
     tokens: BearerTokens
     links: ConnectLinks
+    metrics: SyncMetrics = field(default_factory=SyncMetrics)
     mongo_commands: CommandCounter | None = None
     worker_task: asyncio.Task[None] | None = None
     webhook_rejections: Counter[str] = field(default_factory=Counter)
+    consumer: AIOKafkaConsumer | None = None  # the worker's, while it runs (consumer lag)
+
+    def __post_init__(self) -> None:
+        # Counted for /stats already: /metrics reads the same counts at each scrape.
+        self.metrics.read_at_scrape(
+            "qbo_sync_events_emitted",
+            "InvoiceUpdated events Kafka acknowledged (re-emissions included).",
+            lambda: self.deps.events.emitted,
+        )
+        self.metrics.read_at_scrape(
+            "qbo_sync_webhook_events_rejected",
+            "Malformed events of signed webhook deliveries, by reason.",
+            lambda: self.webhook_rejections,
+            label="reason",
+        )
+        self.metrics.read_at_scrape(
+            "qbo_sync_invoices_rejected",
+            "Invoices QBO sent that could not be stored, by realm (see /rejected-invoices).",
+            lambda: self.deps.rejected.counts,
+            label="realm_id",
+        )
 
     def start_worker(self, stop: asyncio.Event) -> asyncio.Task[None]:
         """Run the command consumer in the background; `/readyz` follows it."""
@@ -149,10 +173,16 @@ class SyncService:
                 body["mongo_commands"] = self.mongo_commands.rows()
             return JSON(body)
 
+        async def metrics(_: Request) -> Response:
+            # Labelled by realm like /stats, so only the service's callers may read it.
+            await self.metrics.observe(self.deps.outbox.oldest, self.deps.clock(), self.consumer)
+            return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
         routes = [
             Route("/healthz", guard(Rule.PROBE, healthz), methods=["GET"]),
             Route("/readyz", guard(Rule.PROBE, readyz), methods=["GET"]),
             Route("/stats", guard(Rule.SERVICE, stats), methods=["GET"]),
+            Route("/metrics", guard(Rule.SERVICE, metrics), methods=["GET"]),
             *oauth_routes(
                 self.oauth,
                 self.vault,
@@ -219,10 +249,12 @@ class SyncService:
                 throttle_give_up_s=s.qbo_throttle_give_up_s,
                 rebalance_grace_s=s.worker_rebalance_grace_s,
             ),
+            metrics=self.metrics,
         )
         # Subscribed with the worker's rebalance listener, so revoked partitions are drained.
         worker.subscribe()
         await consumer.start()
+        self.consumer = consumer
         try:
             # Events a crashed predecessor owed. Only stale entries: a fresh one may belong to a
             # live worker between its write and its produce, and closing it here would lose its
@@ -230,6 +262,7 @@ class SyncService:
             await worker.sweep_outbox()
             await worker.run(stop)
         finally:
+            self.consumer = None
             await consumer.stop()
 
 
@@ -239,10 +272,13 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
     require_own_secrets(settings, OWN_SECRETS, host=None)
     tokens = load_sync_tokens(settings)
     links = ConnectLinks(load_connect_link_secret(settings), clock)
+    metrics = SyncMetrics()
     http = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=60, connect=10),
         raise_for_status=False,
         trust_env=False,
+        # Every QBO attempt passes here: counted by realm.
+        trace_configs=[metrics.qbo_call_counting()],
     )
     counter = CommandCounter() if settings.mongodb_command_counts else None
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)
@@ -254,7 +290,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         )
         await ensure_topics(settings.kafka_bootstrap_servers, topics_for(settings))
         await producer.start()
-        intuit = IntuitOAuthClient(
+        intuit = MeteredIntuitOAuthClient(
+            metrics,
             http,
             authorize_url=settings.qbo_oauth_authorize_url,
             token_url=settings.qbo_oauth_token_url,
@@ -324,6 +361,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             deps,
             tokens,
             links,
+            metrics,
             counter,
         )
     finally:

@@ -655,6 +655,11 @@ class Outbox:
         cursor = self._outbox.find(query).sort("created_at", 1).limit(limit)
         return [d async for d in cursor]
 
+    async def oldest(self) -> datetime | None:
+        """When the oldest open entry was opened (the outbox age in `/metrics`), or None."""
+        doc = await self._outbox.find_one({}, {"created_at": 1}, sort=[("created_at", 1)])
+        return doc["created_at"] if doc is not None else None
+
 
 @dataclass(frozen=True)
 class InvoiceRejection:
