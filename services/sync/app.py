@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.common import tracing
 from services.common.access import Guard, Rule, checked_routes
 from services.common.clock import Clock, utc_now
 from services.common.connect_links import ConnectLinks, load_connect_link_secret
@@ -206,7 +208,10 @@ class SyncService:
             routes=checked_routes(routes),
             # MongoDB operations of a request give up after request_timeout_s; a database or
             # Kafka that does not answer is a 503 with Retry-After, anything else a JSON 500.
-            middleware=[Middleware(RequestDeadline, seconds=self.settings.request_timeout_s)],
+            middleware=[
+                Middleware(tracing.ServerSpans),
+                Middleware(RequestDeadline, seconds=self.settings.request_timeout_s),
+            ],
             exception_handlers={
                 **unavailable_handlers(internal_error),
                 Exception: internal_error,
@@ -215,13 +220,18 @@ class SyncService:
 
     async def publish(self, commands: Sequence[Command]) -> None:
         """Produce commands keyed by realm and wait until Kafka acknowledged all of them."""
-        sends = [
-            await self.producer.send(
-                self.settings.commands_topic, command.to_bytes(), key=command.kafka_key()
-            )
-            for command in commands
-        ]
-        await asyncio.gather(*sends)
+        with tracing.span("send commands", SpanKind.PRODUCER, {"commands": len(commands)}):
+            headers = tracing.kafka_headers()
+            sends = [
+                await self.producer.send(
+                    self.settings.commands_topic,
+                    command.to_bytes(),
+                    key=command.kafka_key(),
+                    headers=headers,
+                )
+                for command in commands
+            ]
+            await asyncio.gather(*sends)
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         """Be one member of the sync consumer group until `stop` is set."""
@@ -277,8 +287,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         timeout=aiohttp.ClientTimeout(total=60, connect=10),
         raise_for_status=False,
         trust_env=False,
-        # Every QBO attempt passes here: counted by realm.
-        trace_configs=[metrics.qbo_call_counting()],
+        # Every QBO attempt passes here: counted by realm and traced as a client span.
+        trace_configs=[metrics.qbo_call_counting(), tracing.http_client_tracing()],
     )
     counter = CommandCounter() if settings.mongodb_command_counts else None
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)

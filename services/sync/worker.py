@@ -45,6 +45,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from pymongo.errors import PyMongoError
 
+from services.common import tracing
 from services.common.messages import (
     Command,
     MapCustomer,
@@ -229,7 +230,9 @@ class CommandWorker:
         self._scheduler.submit(
             Job(
                 lane=_lane(tp, record),
-                run=partial(self.process, record),
+                run=tracing.consumed(
+                    partial(self.process, record), "process command", record.headers
+                ),
                 partition=tp,
                 offset=record.offset,
                 name="command",
@@ -318,6 +321,9 @@ class CommandWorker:
             await self.dead_letter(record, f"unparsable: {type(exc).__name__}", "ParseError")
             return None
         bound = log.bind(
+            command_id=command.command_id, realm_id=command.realm_id, type=command.type
+        )
+        tracing.annotate(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
         for number in range(1, self._options.max_attempts + 1):
@@ -449,6 +455,7 @@ class CommandWorker:
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
+            *(tracing.kafka_headers() or ()),
         ]
         try:
             await self._producer.send_and_wait(
