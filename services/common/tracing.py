@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import structlog
@@ -29,6 +29,9 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from services.common.messages import Command
 
 log = structlog.get_logger(__name__)
 
@@ -103,11 +106,18 @@ def span(
         yield
 
 
-def annotate(**attributes: str | int) -> None:
-    """Add attributes to the current span (what is known only once the work has started)."""
+def annotate_command(command: Command) -> None:
+    """Name the command in the current span, once it is parsed: its realm, id and type (never a
+    customer's or an invoice's id)."""
     if _tracer is None:
         return
-    trace.get_current_span().set_attributes(attributes)
+    trace.get_current_span().set_attributes(
+        {
+            "qbo.realm_id": command.realm_id,
+            "qbo.command_id": command.command_id,
+            "qbo.command_type": command.type,
+        }
+    )
 
 
 def consumed(

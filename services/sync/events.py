@@ -120,7 +120,7 @@ class InvoiceEvents:
         if not docs:
             return 0
         partitions = sorted(await self._producer.partitions_for(self._topic))
-        with tracing.span(f"send {self._topic}", SpanKind.PRODUCER, {"events": len(docs)}):
+        with tracing.span("send events", SpanKind.PRODUCER, {"events": len(docs)}):
             headers = tracing.kafka_headers() or []
             async with cpu_turn():  # the page's events: CPU only (services/sync/turns.py)
                 ready = self._batches(docs, partitions, headers)

@@ -323,9 +323,7 @@ class CommandWorker:
         bound = log.bind(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
-        tracing.annotate(
-            command_id=command.command_id, realm_id=command.realm_id, type=command.type
-        )
+        tracing.annotate_command(command)
         for number in range(1, self._options.max_attempts + 1):
             attempt: Attempt | None = None
             try:

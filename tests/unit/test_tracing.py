@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, get_current_span
 from starlette.applications import Starlette
@@ -21,19 +20,14 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from services.common import tracing
+from tests.support import recorded_spans
 from tests.unit.test_worker_scheduling import P0, World
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.configure(provider)
-    try:
+    with recorded_spans() as exporter:
         yield exporter
-    finally:
-        tracing.configure(None)
 
 
 def w3c(context: SpanContext | None) -> str:
