@@ -28,7 +28,7 @@ EXIT_PROJECTOR_DIED = 3
 async def serve(host: str, port: int) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    tracing.configure_from_environment("qbo-sync-api")  # off unless OTEL_TRACES_EXPORTER is set
+    tracing.configure_from_settings(settings, "qbo-sync-api")  # off unless configured
     require_own_secrets(settings, OWN_SECRETS, host)
     async with api_service(settings) as service:
         config = uvicorn.Config(

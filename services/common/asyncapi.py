@@ -30,7 +30,8 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     "dlq.partition": "its partition there",
     "dlq.offset": "its offset there",
 }
-# Headers every producer adds while tracing is on (docs/design.md, "Operators"); none when off.
+# Headers every producer adds while tracing is on, none when off (docs/design.md, "Operators:
+# metrics and traces").
 TRACE_CONTEXT_HEADERS: dict[str, str] = {
     "traceparent": "W3C trace context of the span that produced the record (tracing on only)",
     "tracestate": "the W3C tracestate that came with it, if any",

@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing, off unless configured (docs/design.md, "Operators").
+"""OpenTelemetry tracing, off unless configured (docs/design.md, "Operators: metrics and
+traces").
 
 One trace follows a change from the webhook (or the api's refresh request) through the command,
 the QBO calls and the events to the projector. The W3C trace context (`traceparent`,
@@ -8,13 +9,12 @@ was stored.
 
 Only `opentelemetry-api` is a dependency. While no tracer provider is configured every entry
 point here returns after one check (`_tracer is None`): no span objects, no headers, no stored
-context. `configure_from_environment` builds the SDK's provider from the standard `OTEL_*`
-variables when the `tracing` extra is installed.
+context. `configure_from_settings` builds the SDK's provider from the standard `OTEL_*`
+variables (read into `Settings`) when the `tracing` extra is installed.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from services.common.messages import Command
+    from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -53,14 +54,14 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def configure_from_environment(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Trace when `OTEL_TRACES_EXPORTER` names an exporter (`otlp` or `console`); the default
-    is off, unlike the SDK's. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and the
-    `OTEL_EXPORTER_OTLP_*` variables are read by the SDK itself. Returns whether it traces."""
-    exporter_name = environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
-    if exporter_name in ("", "none") or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+def configure_from_settings(settings: Settings, service_name: str) -> TracerProvider | None:
+    """Trace when `OTEL_TRACES_EXPORTER` names an exporter (`otlp` or `console`); unset, it is
+    off, unlike the SDK's default. The OTLP exporter reads its own `OTEL_EXPORTER_OTLP_*`
+    variables and the resource `OTEL_RESOURCE_ATTRIBUTES`. Returns the provider, if it traces."""
+    name = settings.otel_traces_exporter
+    if name == "none" or settings.otel_sdk_disabled:
         configure(None)
-        return False
+        return None
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -71,24 +72,23 @@ def configure_from_environment(service_name: str, environ: Mapping[str, str] = o
         )
 
         exporter: SpanExporter
-        if exporter_name == "console":
+        if name == "console":
             exporter = ConsoleSpanExporter()
-        elif exporter_name == "otlp":
+        else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter()
-        else:
-            raise ValueError(f"unknown OTEL_TRACES_EXPORTER {exporter_name!r}")
-    except (ImportError, ValueError) as exc:
-        log.error("tracing.not_configured", exporter=exporter_name, error=str(exc))
+    except ImportError as exc:
+        # The service still runs, untraced: tracing is never a reason to stop syncing.
+        log.error("tracing.not_configured", exporter=name, error=str(exc), hint="the tracing extra")
         configure(None)
-        return False
-    defaults = {} if "OTEL_SERVICE_NAME" in environ else {"service.name": service_name}
-    provider = SdkTracerProvider(resource=Resource.create(defaults))
+        return None
+    resource = Resource.create({"service.name": settings.otel_service_name or service_name})
+    provider = SdkTracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     configure(provider)
-    log.info("tracing.configured", exporter=exporter_name)
-    return True
+    log.info("tracing.configured", exporter=name)
+    return provider
 
 
 # -- spans -------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ async def supervise(
 async def serve(host: str, port: int, role: str) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    tracing.configure_from_environment("qbo-sync-sync")  # off unless OTEL_TRACES_EXPORTER is set
+    tracing.configure_from_settings(settings, "qbo-sync-sync")  # off unless configured
     require_own_secrets(settings, OWN_SECRETS, host if role in ("all", "web") else None)
     stop = asyncio.Event()
     async with sync_service(settings) as service:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the sync service (docs/design.md, "Operators").
+"""Prometheus metrics of the sync service (docs/design.md, "Operators: metrics and traces").
 
 Each `SyncMetrics` has its own registry, so several services in one process (tests) do not
 collide, and `/metrics` shows exactly this service's figures. Counters the service already

@@ -1,6 +1,6 @@
-"""One webhook followed to its projected invoice as one trace (docs/design.md, "Operators"), over
-real Kafka, FerretDB and the emulator: the sync service with its worker and the api with its
-projector, in this process, tracing into memory."""
+"""One webhook followed to its projected invoice as one trace (docs/design.md, "Operators: metrics
+and traces"), over real Kafka, FerretDB and the emulator: the sync service with its worker and
+the api with its projector, in this process, tracing into memory."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The sync service's Prometheus metrics (docs/design.md, "Operators"): each figure read back from
-the exposition text `/metrics` serves, after the work that must move it. The worker runs with
-the fakes of test_worker_scheduling.py; QBO and Intuit's token endpoint are a real HTTP server
-on loopback, so the counts come from the session's own trace hooks."""
+"""The sync service's Prometheus metrics (docs/design.md, "Operators: metrics and traces"): each
+figure read back from the exposition text `/metrics` serves, after the work that must move it.
+The worker runs with the fakes of test_worker_scheduling.py; QBO and Intuit's token endpoint are
+a real HTTP server on loopback, so the counts come from the session's own trace hooks."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Tracing (docs/design.md, "Operators"): off, nothing is added anywhere; on, the W3C context
-goes out in Kafka headers and stored versions, and comes back as the parent of the next span.
-The SDK's in-memory exporter records the spans. The whole chain over real Kafka, FerretDB and
-the emulator: tests/integration/test_tracing.py."""
+"""Tracing (docs/design.md, "Operators: metrics and traces"): off, nothing is added anywhere; on,
+the W3C context goes out in Kafka headers and stored versions, and comes back as the parent of
+the next span. The SDK's in-memory exporter records the spans. The whole chain over real Kafka,
+FerretDB and the emulator: tests/integration/test_tracing.py."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from services.common import tracing
+from services.common.settings import Settings
 from tests.support import recorded_spans
 from tests.unit.test_worker_scheduling import P0, World
 
@@ -170,15 +171,22 @@ def test_urls_are_templated_without_ids() -> None:
     assert tracing.url_template("/v3/company/9130/invoice/130") == "/v3/company/{id}/invoice/{id}"
 
 
-def test_configured_from_the_standard_variables_and_off_by_default() -> None:
+def test_configured_from_the_standard_variables_and_off_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME"):
+        monkeypatch.delenv(name, raising=False)
     try:
-        assert tracing.configure_from_environment("qbo-sync-sync", {}) is False
+        assert tracing.configure_from_settings(Settings(), "qbo-sync-sync") is None
         assert not tracing.enabled()
-        disabled = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}
-        assert tracing.configure_from_environment("qbo-sync-sync", disabled) is False
-        assert tracing.configure_from_environment("x", {"OTEL_TRACES_EXPORTER": "zipkin"}) is False
-        assert not tracing.enabled()
-        assert tracing.configure_from_environment("x", {"OTEL_TRACES_EXPORTER": "console"})
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+        monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+        assert tracing.configure_from_settings(Settings(), "qbo-sync-sync") is None
+        monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "sync-eu")
+        provider: Any = tracing.configure_from_settings(Settings(), "qbo-sync-sync")
         assert tracing.enabled()
+        assert provider.resource.attributes["service.name"] == "sync-eu"
+        provider.shutdown()
     finally:
         tracing.configure(None)
