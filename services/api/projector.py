@@ -183,7 +183,7 @@ class Projector:
                 log.exception("projector.unparsable", offset=record.offset)
                 poison.append((i, Rejected(f"unparsable: {type(exc).__name__}", "ParseError")))
         try:
-            with tracing.consumed_batch("process event", [records[i] for i, _ in valid]):
+            with tracing.consumed_batch("process event", (records[i] for i, _ in valid)):
                 applied = await self.read_invoices.apply_many(
                     [doc for _, doc in valid], time_budget=self.batch_time_budget
                 )

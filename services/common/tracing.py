@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -94,16 +94,18 @@ def configure_from_settings(settings: Settings, service_name: str) -> TracerProv
 # -- spans -------------------------------------------------------------------------------------
 
 
-@contextmanager
+# What `span` and `consumed_batch` return when off: one shared do-nothing context manager, so
+# an untraced `with` costs a call and a check, not a generator.
+_OFF: AbstractContextManager[Any] = nullcontext()
+
+
 def span(
     name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None
-) -> Iterator[None]:
+) -> AbstractContextManager[Any]:
     """A span around the block, current inside it (so Kafka headers sent there name it)."""
     if _tracer is None:
-        yield
-        return
-    with _tracer.start_as_current_span(name, kind=kind, attributes=attributes):
-        yield
+        return _OFF
+    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
 
 def annotate_command(command: Command) -> None:
@@ -141,17 +143,22 @@ def consumed(
     return traced
 
 
-@contextmanager
 def consumed_batch(
     name: str, records: Iterable[Any], attributes: Mapping[str, Any] | None = None
-) -> Iterator[None]:
+) -> AbstractContextManager[Any]:
     """One consumer span per record (each a child of its own record's context), all spanning
-    the block: a batch written together serves many traces."""
+    the block: a batch written together serves many traces. `records` is read only when on."""
     if _tracer is None:
-        yield
-        return
+        return _OFF
+    return _batch_spans(_tracer, name, records, attributes)
+
+
+@contextmanager
+def _batch_spans(
+    tracer: Tracer, name: str, records: Iterable[Any], attributes: Mapping[str, Any] | None
+) -> Iterator[None]:
     spans = [
-        _tracer.start_span(
+        tracer.start_span(
             name,
             context=context_of(getattr(record, "headers", None)),
             kind=SpanKind.CONSUMER,
