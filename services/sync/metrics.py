@@ -13,6 +13,7 @@ partitions, and realm ids (one per connected company). Never an invoice or custo
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -21,10 +22,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import structlog
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from pymongo.errors import PyMongoError
 
 from services.common.messages import COMMAND_TYPES
 from services.sync.oauth.intuit import IntuitOAuthClient, InvalidGrant, TokenGrant
@@ -34,6 +38,8 @@ SUCCEEDED, FAILED, NEEDS_REAUTH = "succeeded", "failed", "needs_reauth"
 DEAD_LETTERED, THROTTLED, SKIPPED = "dead_lettered", "throttled", "skipped"
 COMMAND_OUTCOMES = (SUCCEEDED, FAILED, NEEDS_REAUTH, DEAD_LETTERED, THROTTLED, SKIPPED)
 REFRESH_OUTCOMES = ("refreshed", "invalid_grant", "failed")
+
+log = structlog.get_logger(__name__)
 
 _REALM_IN_PATH = re.compile(r"/v3/company/([^/]+)/")
 
@@ -126,10 +132,17 @@ class SyncMetrics:
         now: datetime,
         consumer: AIOKafkaConsumer | None,
     ) -> None:
-        """Refresh the gauges that are read rather than counted, just before a scrape."""
-        oldest: datetime | None = await oldest_outbox_entry()
-        age = (now - oldest).total_seconds() if oldest is not None else 0.0
-        self.outbox_oldest_age.set(max(age, 0.0))
+        """Refresh the gauges that are read rather than counted, just before a scrape. A figure
+        that cannot be read now is NaN (or left out), never a failed scrape: the counters matter
+        most while a dependency is away."""
+        try:
+            oldest: datetime | None = await oldest_outbox_entry()
+        except (PyMongoError, TimeoutError) as exc:
+            log.warning("metrics.outbox_unreadable", error=type(exc).__name__)
+            self.outbox_oldest_age.set(math.nan)
+        else:
+            age = (now - oldest).total_seconds() if oldest is not None else 0.0
+            self.outbox_oldest_age.set(max(age, 0.0))
         self.consumer_lag.clear()  # partitions handed to another member drop out
         if consumer is None:
             return
@@ -137,8 +150,11 @@ class SyncMetrics:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue  # nothing fetched from it yet
-            async with asyncio.timeout(1.0):
-                position = await consumer.position(tp)
+            try:
+                async with asyncio.timeout(1.0):
+                    position = await consumer.position(tp)
+            except (KafkaError, TimeoutError):
+                continue  # being handed over, or its position is not known yet
             self.consumer_lag.labels(str(tp.partition)).set(max(highwater - position, 0))
 
     def qbo_call_counting(self) -> aiohttp.TraceConfig:

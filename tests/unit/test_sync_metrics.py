@@ -5,6 +5,7 @@ a real HTTP server on loopback, so the counts come from the session's own trace 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from pymongo.errors import ServerSelectionTimeoutError
 
 from services.sync.handlers import CommandRejected
 from services.sync.metrics import MeteredIntuitOAuthClient, SyncMetrics
@@ -128,6 +130,19 @@ async def test_outbox_age_and_consumer_lag_are_read_before_a_scrape() -> None:
     assert sample(metrics, "qbo_sync_outbox_oldest_age_seconds") == 0
     with pytest.raises(AssertionError, match="not exposed"):
         sample(metrics, "qbo_sync_consumer_lag_records", partition="0")
+
+
+async def test_a_figure_that_cannot_be_read_is_nan_not_a_failed_scrape() -> None:
+    metrics = SyncMetrics()
+
+    async def database_away() -> datetime | None:
+        raise ServerSelectionTimeoutError("no server")
+
+    consumer: Any = FakeLagConsumer({0: 7}, {0: 5})
+    await metrics.observe(database_away, datetime.now(UTC), consumer)
+
+    assert math.isnan(sample(metrics, "qbo_sync_outbox_oldest_age_seconds"))
+    assert sample(metrics, "qbo_sync_consumer_lag_records", partition="0") == 2
 
 
 class Intuit:
