@@ -116,3 +116,40 @@ async def test_one_webhook_is_one_trace_down_to_the_projected_invoice(
     ctx = handled.context
     expected = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
     assert stored["trace"] == {"version": stored["version"], "traceparent": expected}
+
+
+async def test_a_refresh_request_to_the_api_is_one_trace_through_the_sync_worker(
+    spans: InMemorySpanExporter,
+    worker: SyncUnderTest,
+    emulator: RunningEmulator,
+    clock: MovableClock,
+    settings: Settings,
+) -> None:
+    await connect_and_map(worker, emulator, clock)
+    caller = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"  # the app that asks, tracing too
+
+    async with running_api(settings, run_projector=False) as api:
+        async with httpx.AsyncClient(timeout=30) as http:
+            asked = await http.post(
+                f"{api.base_url}/api/customers/cust-1/refreshInvoices",
+                headers={**DEV_AUTH, "traceparent": caller},
+            )
+        assert asked.status_code == 202, asked.text
+
+    async def handled() -> list[ReadableSpan]:
+        return [
+            s
+            for s in spans.get_finished_spans()
+            if s.name == "process command" and f"{s.context.trace_id:032x}" == "c" * 32
+        ]
+
+    (command,) = await eventually(handled, lambda found: len(found) == 1, timeout_s=30)
+    trace = [s for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == "c" * 32]
+    (request,) = [s for s in trace if s.kind is SpanKind.SERVER]
+    (produced,) = [s for s in trace if s.name == "send commands"]
+    assert request.name == "POST /api/customers/{localCustomerId}/refreshInvoices"
+    assert request.parent is not None and f"{request.parent.span_id:016x}" == "d" * 16
+    assert child_of(produced, request) and child_of(command, produced)
+    assert command.attributes is not None
+    assert command.attributes["qbo.command_type"] == "RefreshInvoices"
+    assert any(s.kind is SpanKind.CLIENT and child_of(s, command) for s in trace)
