@@ -1,19 +1,38 @@
-"""Helpers the tests share: a movable clock and a real uvicorn server on a loopback port."""
+"""Helpers the tests share: a movable clock, a real uvicorn server on a loopback port, and the
+spans of a test recorded in memory."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.types import ASGIApp
 
+from services.common import tracing
+
 T = TypeVar("T")
+
+
+@contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the block, every finished span kept in memory; off again afterwards."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.configure(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.configure(None)
 
 
 class MovableClock:

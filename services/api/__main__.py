@@ -15,6 +15,7 @@ import structlog
 import uvicorn
 
 from services.api.app import OWN_SECRETS, api_service
+from services.common import tracing
 from services.common.credentials import InsecureConfiguration, require_own_secrets
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
@@ -27,6 +28,7 @@ EXIT_PROJECTOR_DIED = 3
 async def serve(host: str, port: int) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tracing.configure_from_settings(settings, "qbo-sync-api")  # off unless configured
     require_own_secrets(settings, OWN_SECRETS, host)
     async with api_service(settings) as service:
         config = uvicorn.Config(

@@ -26,6 +26,7 @@ from services.api.projector import DeadLetters, Projector, run_projector
 from services.api.responses import EXCEPTION_HANDLERS
 from services.api.routes import RouteContext, api_routes
 from services.api.store import CommandPublications, CommandRecords, ReadInvoices, SyncRecords
+from services.common import tracing
 from services.common.clock import Clock, utc_now
 from services.common.connect_links import ConnectLinks, load_connect_link_secret
 from services.common.credentials import require_own_secrets
@@ -83,7 +84,10 @@ class ApiService:
         )
         return Starlette(
             routes=routes,
-            middleware=[Middleware(MetricsMiddleware, metrics=self.metrics, routes=routes)],
+            middleware=[
+                Middleware(tracing.ServerSpans),
+                Middleware(MetricsMiddleware, metrics=self.metrics, routes=routes),
+            ],
             exception_handlers=EXCEPTION_HANDLERS,
         )
 

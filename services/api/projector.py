@@ -38,7 +38,7 @@ from services.api.metrics import ApiMetrics
 from services.api.producer import LazyProducer
 from services.api.readmodel import UnprojectableEvent, invoice_key, read_invoice
 from services.api.store import Applied, ReadInvoices
-from services.common import jsoncodec
+from services.common import jsoncodec, tracing
 from services.common.clock import Clock, utc_now
 from services.common.kafka import ensure_topics, make_consumer, topics_for
 from services.common.logging import configure_logging
@@ -183,9 +183,10 @@ class Projector:
                 log.exception("projector.unparsable", offset=record.offset)
                 poison.append((i, Rejected(f"unparsable: {type(exc).__name__}", "ParseError")))
         try:
-            applied = await self.read_invoices.apply_many(
-                [doc for _, doc in valid], time_budget=self.batch_time_budget
-            )
+            with tracing.consumed_batch("process event", (records[i] for i, _ in valid)):
+                applied = await self.read_invoices.apply_many(
+                    [doc for _, doc in valid], time_budget=self.batch_time_budget
+                )
         except RETRYABLE as exc:
             log.warning("projector.retrying", records=len(records), error=repr(exc))
             raise ProjectionInterrupted(_first_offsets(records)) from exc

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from services.api.producer import LazyProducer
 from services.api.store import CommandPublications, CommandRecords, Outcome
+from services.common import tracing
 from services.common.messages import RefreshInvoices, new_command_id
 from services.common.mongo import Document
 from services.common.statuses import CommandStatus
@@ -109,9 +112,13 @@ class Publisher:
     async def _publish(self, command: RefreshInvoices, number: int) -> None:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await self.producer.send_and_wait(
-                    self.topic, command.to_bytes(), key=command.kafka_key()
-                )
+                with tracing.span("send commands", SpanKind.PRODUCER, {"commands": 1}):
+                    await self.producer.send_and_wait(
+                        self.topic,
+                        command.to_bytes(),
+                        key=command.kafka_key(),
+                        headers=tracing.kafka_headers(),
+                    )
         except Exception as exc:
             reason = f"could not publish the command: {type(exc).__name__}"
             await self.publications.settle(

@@ -30,6 +30,22 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     "dlq.partition": "its partition there",
     "dlq.offset": "its offset there",
 }
+# Headers every producer adds while tracing is on, none when off (docs/design.md, "Operators:
+# metrics and traces").
+TRACE_CONTEXT_HEADERS: dict[str, str] = {
+    "traceparent": "W3C trace context of the span that produced the record (tracing on only)",
+    "tracestate": "the W3C tracestate that came with it, if any",
+}
+
+
+def _headers(described: dict[str, str], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            name: {"type": "string", "description": why} for name, why in described.items()
+        },
+        "required": required,
+    }
 
 
 def _channel_id(topic: str) -> str:
@@ -52,6 +68,7 @@ def _message(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
         "title": schema["title"],
         "summary": schema.get("description", ""),
         "contentType": "application/json",
+        "headers": _headers(TRACE_CONTEXT_HEADERS, []),
         "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": {"$ref": f"../{relative}"}},
         "bindings": {
             "kafka": {
@@ -93,14 +110,9 @@ def build_document(settings: Settings | None = None) -> dict[str, Any]:
         "name": "DeadLetter",
         "title": "DeadLetter",
         "summary": "A record that can never be processed, with the reason in its headers.",
-        "headers": {
-            "type": "object",
-            "properties": {
-                name: {"type": "string", "description": why}
-                for name, why in DEAD_LETTER_HEADERS.items()
-            },
-            "required": list(DEAD_LETTER_HEADERS),
-        },
+        "headers": _headers(
+            {**DEAD_LETTER_HEADERS, **TRACE_CONTEXT_HEADERS}, list(DEAD_LETTER_HEADERS)
+        ),
         "payload": {"description": "the original record's bytes, unchanged (maybe not JSON)"},
     }
     channels[dead_letter] = {

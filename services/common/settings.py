@@ -7,6 +7,7 @@ and passes it down; nothing else reads `os.environ`.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,6 +101,12 @@ class Settings(BaseSettings):
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Tracing (services/common/tracing.py), under OpenTelemetry's own variable names. Off unless
+    # an exporter is named; the SDK reads the exporter's own OTEL_EXPORTER_OTLP_* variables.
+    otel_traces_exporter: Literal["none", "otlp", "console"] = "none"
+    otel_service_name: str | None = None
+    otel_sdk_disabled: bool = False
 
     # Read API (services.api).
     # Where people reach the sync service's OAuth pages: the dashboard's "reconnect" link.

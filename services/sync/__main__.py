@@ -18,6 +18,7 @@ import sys
 import structlog
 import uvicorn
 
+from services.common import tracing
 from services.common.credentials import InsecureConfiguration, require_own_secrets
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
@@ -64,6 +65,7 @@ async def supervise(
 async def serve(host: str, port: int, role: str) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tracing.configure_from_settings(settings, "qbo-sync-sync")  # off unless configured
     require_own_secrets(settings, OWN_SECRETS, host if role in ("all", "web") else None)
     stop = asyncio.Event()
     async with sync_service(settings) as service:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
@@ -19,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.common import tracing
 from services.common.access import Guard, Rule, checked_routes
 from services.common.clock import Clock, utc_now
 from services.common.connect_links import ConnectLinks, load_connect_link_secret
@@ -34,6 +37,7 @@ from services.sync import vault as vault_module
 from services.sync.access import load_sync_tokens, unauthorized
 from services.sync.events import InvoiceEvents
 from services.sync.handlers import Dependencies
+from services.sync.metrics import MeteredIntuitOAuthClient, SyncMetrics
 from services.sync.oauth import state as state_module
 from services.sync.oauth.flow import OAuthFlow
 from services.sync.oauth.intuit import IntuitOAuthClient
@@ -101,11 +105,35 @@ class SyncService:
     commands: CommandLog
     deps: Dependencies
     rejected: RejectedInvoices  # also read by /stats and /rejected-invoices
+    events: InvoiceEvents  # its emitted count is read by /metrics
+    outbox: Outbox  # its oldest open entry is read by /metrics
     tokens: BearerTokens
     links: ConnectLinks
+    metrics: SyncMetrics = field(default_factory=SyncMetrics)
     mongo_commands: CommandCounter | None = None
     worker_task: asyncio.Task[None] | None = None
     webhook_rejections: Counter[str] = field(default_factory=Counter)
+    consumer: AIOKafkaConsumer | None = None  # the worker's, while it runs (consumer lag)
+
+    def __post_init__(self) -> None:
+        # Counted for /stats already: /metrics reads the same counts at each scrape.
+        self.metrics.read_at_scrape(
+            "qbo_sync_events_emitted",
+            "InvoiceUpdated events Kafka acknowledged (re-emissions included).",
+            lambda: self.events.emitted,
+        )
+        self.metrics.read_at_scrape(
+            "qbo_sync_webhook_events_rejected",
+            "Malformed events of signed webhook deliveries, by reason.",
+            lambda: self.webhook_rejections,
+            label="reason",
+        )
+        self.metrics.read_at_scrape(
+            "qbo_sync_invoices_rejected",
+            "Invoices QBO sent that could not be stored, by realm (see /rejected-invoices).",
+            lambda: self.rejected.counts,
+            label="realm_id",
+        )
 
     def start_worker(self, stop: asyncio.Event) -> asyncio.Task[None]:
         """Run the command consumer in the background; `/readyz` follows it."""
@@ -150,10 +178,16 @@ class SyncService:
                 body["mongo_commands"] = self.mongo_commands.rows()
             return JSON(body)
 
+        async def metrics(_: Request) -> Response:
+            # Labelled by realm like /stats, so only the service's callers may read it.
+            await self.metrics.observe(self.outbox.oldest, self.deps.clock(), self.consumer)
+            return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
         routes = [
             Route("/healthz", guard(Rule.PROBE, healthz), methods=["GET"]),
             Route("/readyz", guard(Rule.PROBE, readyz), methods=["GET"]),
             Route("/stats", guard(Rule.SERVICE, stats), methods=["GET"]),
+            Route("/metrics", guard(Rule.SERVICE, metrics), methods=["GET"]),
             *oauth_routes(
                 self.oauth,
                 self.vault,
@@ -177,7 +211,10 @@ class SyncService:
             routes=checked_routes(routes),
             # MongoDB operations of a request give up after request_timeout_s; a database or
             # Kafka that does not answer is a 503 with Retry-After, anything else a JSON 500.
-            middleware=[Middleware(RequestDeadline, seconds=self.settings.request_timeout_s)],
+            middleware=[
+                Middleware(tracing.ServerSpans),
+                Middleware(RequestDeadline, seconds=self.settings.request_timeout_s),
+            ],
             exception_handlers={
                 **unavailable_handlers(internal_error),
                 Exception: internal_error,
@@ -186,13 +223,18 @@ class SyncService:
 
     async def publish(self, commands: Sequence[Command]) -> None:
         """Produce commands keyed by realm and wait until Kafka acknowledged all of them."""
-        sends = [
-            await self.producer.send(
-                self.settings.commands_topic, command.to_bytes(), key=command.kafka_key()
-            )
-            for command in commands
-        ]
-        await asyncio.gather(*sends)
+        with tracing.span("send commands", SpanKind.PRODUCER, {"commands": len(commands)}):
+            headers = tracing.kafka_headers()
+            sends = [
+                await self.producer.send(
+                    self.settings.commands_topic,
+                    command.to_bytes(),
+                    key=command.kafka_key(),
+                    headers=headers,
+                )
+                for command in commands
+            ]
+            await asyncio.gather(*sends)
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         """Be one member of the sync consumer group until `stop` is set."""
@@ -220,10 +262,12 @@ class SyncService:
                 throttle_give_up_s=s.qbo_throttle_give_up_s,
                 rebalance_grace_s=s.worker_rebalance_grace_s,
             ),
+            metrics=self.metrics,
         )
         # Subscribed with the worker's rebalance listener, so revoked partitions are drained.
         worker.subscribe()
         await consumer.start()
+        self.consumer = consumer
         try:
             # Events a crashed predecessor owed. Only stale entries: a fresh one may belong to a
             # live worker between its write and its produce, and closing it here would lose its
@@ -231,6 +275,7 @@ class SyncService:
             await worker.sweep_outbox()
             await worker.run(stop)
         finally:
+            self.consumer = None
             await consumer.stop()
 
 
@@ -240,10 +285,13 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
     require_own_secrets(settings, OWN_SECRETS, host=None)
     tokens = load_sync_tokens(settings)
     links = ConnectLinks(load_connect_link_secret(settings), clock)
+    metrics = SyncMetrics()
     http = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=60, connect=10),
         raise_for_status=False,
         trust_env=False,
+        # Every QBO attempt passes here: counted by realm and traced as a client span.
+        trace_configs=[metrics.qbo_call_counting(), tracing.http_client_tracing()],
     )
     counter = CommandCounter() if settings.mongodb_command_counts else None
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)
@@ -255,7 +303,8 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         )
         await ensure_topics(settings.kafka_bootstrap_servers, topics_for(settings))
         await producer.start()
-        intuit = IntuitOAuthClient(
+        intuit = MeteredIntuitOAuthClient(
+            metrics,
             http,
             authorize_url=settings.qbo_oauth_authorize_url,
             token_url=settings.qbo_oauth_token_url,
@@ -299,12 +348,13 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
         invoices = InvoiceStore(db, clock)
         outbox = Outbox(db, clock)
         rejected = RejectedInvoices(db, clock)
+        events = InvoiceEvents(producer, settings.invoice_events_topic, invoices, outbox, clock)
         deps = Dependencies(
             qbo=qbo,
             vault=vault,
             invoices=invoices,
             mappings=CustomerMappings(db, clock),
-            events=InvoiceEvents(producer, settings.invoice_events_topic, invoices, outbox, clock),
+            events=events,
             outbox=outbox,
             checkpoints=CdcCheckpoints(db, clock),
             rejected=rejected,
@@ -325,8 +375,11 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
             CommandLog(db, clock),
             deps,
             rejected,
+            events,
+            outbox,
             tokens,
             links,
+            metrics,
             counter,
         )
     finally:

@@ -18,8 +18,9 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
+from opentelemetry.trace import SpanKind
 
-from services.common import jsoncodec
+from services.common import jsoncodec, tracing
 from services.common.money import stored_amount, stored_optional
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
@@ -77,8 +78,14 @@ def invoice_updated(doc: Document) -> dict[str, Any]:
         "subject": f"realms/{realm_id}/invoices/{invoice_id}",
         "time": _iso(doc["stored_at"]),
         "datacontenttype": "application/json",
+        **tracing.event_extension(doc),  # CloudEvents distributed tracing: `traceparent`
         "data": data,
     }
+
+
+def _append(batch: BatchBuilder, key: bytes, value: bytes, headers: tracing.KafkaHeaders) -> bool:
+    """Add one event to `batch`; False when the batch is full."""
+    return batch.append(key=key, value=value, timestamp=None, headers=headers) is not None
 
 
 class InvoiceEvents:
@@ -113,15 +120,17 @@ class InvoiceEvents:
         if not docs:
             return 0
         partitions = sorted(await self._producer.partitions_for(self._topic))
-        async with cpu_turn():  # the page's events: CPU only (services/sync/turns.py)
-            ready = self._batches(docs, partitions)
-        deliveries = [await self._send(batch, partition) for partition, batch in ready]
-        await asyncio.gather(*deliveries)
+        with tracing.span("send events", SpanKind.PRODUCER, {"events": len(docs)}):
+            headers = tracing.kafka_headers() or []
+            async with cpu_turn():  # the page's events: CPU only (services/sync/turns.py)
+                ready = self._batches(docs, partitions, headers)
+            deliveries = [await self._send(batch, partition) for partition, batch in ready]
+            await asyncio.gather(*deliveries)
         self.emitted += len(docs)
         return len(docs)
 
     def _batches(
-        self, docs: Sequence[Document], partitions: list[int]
+        self, docs: Sequence[Document], partitions: list[int], headers: tracing.KafkaHeaders
     ) -> list[tuple[int, BatchBuilder]]:
         """The events of `docs` in producer batches, in the order to send them: a partition's
         batches in the order of `docs`."""
@@ -134,11 +143,11 @@ class InvoiceEvents:
             value = jsoncodec.dumpb(event)
             partition = self._partitioner(key, partitions, partitions)
             batch = batches.get(partition)
-            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+            if batch is None or not _append(batch, key, value, headers):
                 if batch is not None:  # full: to be sent first, start the partition's next one
                     ready.append((partition, batch))
                 batch = batches[partition] = self._producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if not _append(batch, key, value, headers):
                     raise ValueError(f"event {event['id']} does not fit in a producer batch")
         ready.extend(batches.items())
         return ready

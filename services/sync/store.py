@@ -21,7 +21,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.common import money
+from services.common import money, tracing
 from services.common.clock import Clock
 from services.common.messages import Command
 from services.common.mongo import Document, IndexSpec, find_by_ids
@@ -299,6 +299,7 @@ class InvoiceStore:
             "version": version,
             "raw_json": record.raw_json,
             "stored_at": now,
+            **tracing.version_context(version),  # the trace its event names (invariant 4)
         }
 
     async def get_many(self, keys: Iterable[str]) -> list[Document]:
@@ -654,6 +655,11 @@ class Outbox:
             query["created_at"] = {"$lt": older_than}
         cursor = self._outbox.find(query).sort("created_at", 1).limit(limit)
         return [d async for d in cursor]
+
+    async def oldest(self) -> datetime | None:
+        """When the oldest open entry was opened (the outbox age in `/metrics`), or None."""
+        doc = await self._outbox.find_one({}, {"created_at": 1}, sort=[("created_at", 1)])
+        return doc["created_at"] if doc is not None else None
 
 
 @dataclass(frozen=True)

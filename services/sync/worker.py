@@ -47,6 +47,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from pymongo.errors import PyMongoError
 
+from services.common import tracing
 from services.common.messages import (
     Command,
     MapCustomer,
@@ -56,8 +57,9 @@ from services.common.messages import (
 )
 from services.common.schemas import MessageInvalid
 from services.common.statuses import CommandStatus
-from services.sync import handlers
+from services.sync import handlers, metrics
 from services.sync.handlers import CommandRejected, Dependencies
+from services.sync.metrics import SyncMetrics
 from services.sync.offsets import OffsetTracker
 from services.sync.ports import CommandRecords
 from services.sync.quickbooks.errors import (
@@ -133,6 +135,7 @@ class CommandWorker:
         options: WorkerOptions,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        metrics: SyncMetrics | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -159,6 +162,7 @@ class CommandWorker:
         self.skipped = 0
         self.dead_lettered = 0
         self.deferred = 0
+        self.metrics = metrics or SyncMetrics()
 
     @property
     def scheduler(self) -> RealmScheduler:
@@ -224,7 +228,9 @@ class CommandWorker:
         self._scheduler.submit(
             Job(
                 lane=_lane(tp, record),
-                run=partial(self.process, record),
+                run=tracing.consumed(
+                    partial(self.process, record), "process command", record.headers
+                ),
                 partition=tp,
                 offset=record.offset,
                 name="command",
@@ -315,6 +321,7 @@ class CommandWorker:
         bound = log.bind(
             command_id=command.command_id, realm_id=command.realm_id, type=command.type
         )
+        tracing.annotate_command(command)
         for number in range(1, self._options.max_attempts + 1):
             attempt: Attempt | None = None
             try:
@@ -325,11 +332,13 @@ class CommandWorker:
                 result = await self.dispatch(command, owed=attempt.ran_before)
             except ReauthRequired as exc:
                 await self._finish(command, attempt, CommandStatus.NEEDS_REAUTH, str(exc))
+                self.metrics.command(command.type, metrics.NEEDS_REAUTH)
                 return None
             except (CommandRejected, QboRequestError, NotConnected) as exc:
                 details = exc.details if isinstance(exc, CommandRejected) else None
                 bound.info("command.rejected", reason=str(exc))
                 await self._finish(command, attempt, CommandStatus.FAILED, str(exc), details)
+                self.metrics.command(command.type, metrics.FAILED)
                 return None
             except QboThrottled as exc:
                 return await self._throttled(record, command, attempt, exc)
@@ -347,11 +356,13 @@ class CommandWorker:
                     reason = f"gave up after {number} attempts: {error}" if transient else error
                     await self.dead_letter(record, reason, type(exc).__name__)
                     await self._finish(command, attempt, CommandStatus.FAILED, reason)
+                    self.metrics.command(command.type, metrics.DEAD_LETTERED)
                     return None
                 await self._sleep(self._options.retry_base_delay_s * 2 ** (number - 1))
             else:
                 await self._finish(command, attempt, CommandStatus.SUCCEEDED, None, result)
                 self.processed += 1
+                self.metrics.command(command.type, metrics.SUCCEEDED)
                 return None
         return None
 
@@ -371,11 +382,13 @@ class CommandWorker:
             reason = f"throttled by QBO for {now - since:.0f} s: {exc}"
             await self.dead_letter(record, reason, type(exc).__name__)
             await self._finish(command, attempt, CommandStatus.FAILED, reason)
+            self.metrics.command(command.type, metrics.DEAD_LETTERED)
             return None
         pause = self._options.throttle_pause_s
         resumes_at = self._deps.clock() + timedelta(seconds=pause)
         await self._commands.throttled(command.command_id, resumes_at, str(exc))
         self.deferred += 1
+        self.metrics.command(command.type, metrics.THROTTLED)
         log.warning(
             "command.throttled",
             command_id=command.command_id,
@@ -394,6 +407,7 @@ class CommandWorker:
         """
         owed = await self._deps.events.flush(command_id=command.command_id)
         self.skipped += 1
+        self.metrics.command(command.type, metrics.SKIPPED)
         log.info(
             "command.already_finished",
             command_id=command.command_id,
@@ -438,6 +452,7 @@ class CommandWorker:
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
+            *(tracing.kafka_headers() or ()),
         ]
         try:
             await self._producer.send_and_wait(
@@ -452,6 +467,7 @@ class CommandWorker:
                 self._options.dead_letter_topic, b"", key=None, headers=headers
             )
         self.dead_lettered += 1
+        self.metrics.dead_lettered(error_type)
         log.warning(
             "command.dead_lettered",
             reason=reason,

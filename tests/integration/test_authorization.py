@@ -255,7 +255,7 @@ async def test_every_sync_route_has_its_rule_enforced(
     await check_matrix(calls, attempt)
 
 
-async def test_stats_name_realms_so_they_need_the_token(
+async def test_stats_and_metrics_name_realms_so_they_need_the_token(
     sync: SyncUnderTest, http: aiohttp.ClientSession
 ) -> None:
     callback = await consent_callback(http, sync, "alice")
@@ -264,6 +264,12 @@ async def test_stats_name_realms_so_they_need_the_token(
     async with http.get(f"{sync.base_url}/stats", headers=SYNC_AUTH) as r:
         assert REALM in (await r.json())["qbo_calls_by_realm"]  # the proof read is metered
     async with http.get(f"{sync.base_url}/stats") as r:
+        assert r.status == 401
+        assert REALM not in await r.text()
+    async with http.get(f"{sync.base_url}/metrics", headers=SYNC_AUTH) as r:
+        calls = f'qbo_sync_qbo_calls_total{{realm_id="{REALM}",status_class="2xx"}} 1.0'
+        assert calls in (await r.text()).splitlines()
+    async with http.get(f"{sync.base_url}/metrics") as r:
         assert r.status == 401
         assert REALM not in await r.text()
 

@@ -188,3 +188,8 @@ async def test_the_sync_service_answers_503_json_quickly_while_mongodb_is_frozen
                         ),
                     ):
                         assert_unavailable(*await timed(request))
+                    # The metrics still answer, quickly: the outbox age is unknown, not a 503.
+                    scraped, elapsed_s = await timed(client.get("/metrics"))
+                    assert scraped.status_code == 200, scraped.text
+                    assert "qbo_sync_outbox_oldest_age_seconds NaN" in scraped.text.splitlines()
+                    assert elapsed_s < QUICK_S, f"answered after {elapsed_s:.1f} s"
