@@ -4,7 +4,7 @@ The expected texts (`wire_bytes.json`) were written by the hand renderers the mo
 replaced, and the models must write them byte for byte: exact amounts (odd, negative, 20
 integer digits, micros of the earlier form), nulls, multicurrency members, timestamps kept as
 stored or given a `Z`, a `resumes_at` only while throttled, a command record's extra fields
-left out.
+left out. Every body written is valid against the schema the OpenAPI document generates for it.
 """
 
 from __future__ import annotations
@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from services.api.handlers.commands import render_command
 from services.api.handlers.customers import render_customer
 from services.api.models import Body
+from services.api.openapi import OPENAPI
 from services.api.readmodel import Totals, render_invoice
 from services.common import jsoncodec
 
+DOC_URI = "urn:qbo-sync:openapi"
 TODAY = date(2030, 3, 15)
 INVOICES: list[dict[str, Any]] = [
     {
@@ -216,3 +221,35 @@ def test_a_customer_is_written_as_before() -> None:
 
     written = [wire(render_customer(m, c, reconnect)) for m in MAPPINGS for c in CONNECTIONS]
     assert written == EXPECTED["customers"]
+
+
+def component(name: str) -> Draft202012Validator:
+    """The OpenAPI document's schema for `name`, its references resolved within the document."""
+    resource: Resource[Any] = Resource.from_contents(OPENAPI, default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource(DOC_URI, resource)
+    return Draft202012Validator(
+        {"$ref": f"{DOC_URI}#/components/schemas/{name}"},
+        registry=registry,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def test_every_body_written_is_valid_against_its_generated_component() -> None:
+    totals = Totals()
+    for doc in INVOICES:
+        totals.add(doc, TODAY)
+    bodies: list[tuple[str, Body]] = [
+        *(("Invoice", render_invoice(doc, TODAY)) for doc in INVOICES),
+        ("Totals", totals.render()),
+        *(("Command", render_command(doc)) for doc in COMMANDS),
+        *(
+            ("CustomerStatus", render_customer(m, c, lambda user: "https://x/?link=" + user))
+            for m in MAPPINGS
+            for c in CONNECTIONS
+        ),
+    ]
+    for name, body in bodies:
+        # Read back as a client would: amounts as exact Decimals, which jsonschema takes as numbers.
+        written = jsoncodec.loads(wire(body))
+        errors = [e.message for e in component(name).iter_errors(written)]
+        assert not errors, (name, written, errors)
