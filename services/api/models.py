@@ -53,6 +53,10 @@ Timestamp = Annotated[
     BeforeValidator(iso_timestamp),
     WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}),
 ]
+# Calendar dates as stored (ISO text): written as they are, with no parsing on the way out.
+Day = Annotated[
+    str | None, WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]})
+]
 Count = Annotated[int, Field(ge=0)]
 Currency = Annotated[str, Field(pattern="^[A-Z]{3}$")]
 
@@ -81,8 +85,8 @@ class Invoice(Body):
     realm_id: str
     qbo_customer_id: str | None
     doc_number: str | None
-    txn_date: date | None
-    due_date: date | None
+    txn_date: Day
+    due_date: Day
     currency: Currency | None = Field(description="The currency of total_amt and balance.")
     total_amt: Money
     balance: Money
