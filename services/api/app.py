@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from services.api.auth import ApiTokens, load_api_tokens
+from services.api.handlers.probes import ProjectorState
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.producer import LazyProducer
 from services.api.projector import DeadLetters, Projector, run_projector
@@ -54,7 +55,7 @@ class ApiService:
     requests_db: AsyncDatabase[Document] | None = None
     projector_task: asyncio.Task[None] | None = None
 
-    def projector_state(self) -> str:
+    def projector_state(self) -> ProjectorState:
         if self.projector_task is None:
             return "off"
         return "stopped" if self.projector_task.done() else "running"

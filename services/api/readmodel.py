@@ -1,4 +1,4 @@
-"""The invoice read model: InvoiceUpdated events in, API representations out. Pure code, no I/O.
+"""The invoice read model: InvoiceUpdated events in, API models (`models.py`) out. Pure code.
 
 A `read_invoices` document (docs/data-model.md) is a flattened copy of the newest event the
 projector has seen for an invoice, with money as exact decimal text (integer micros in
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from services.api import models
 from services.common import money
 from services.common.money import InexactAmount
 from services.common.mongo import Document
@@ -106,40 +107,32 @@ def is_overdue(doc: Mapping[str, Any], today: date) -> bool:
     return doc.get("status") == "open" and isinstance(due, str) and due < today.isoformat()
 
 
-def iso_timestamp(value: Any) -> str | None:
-    """A stored timestamp as RFC 3339 text (`Z` for UTC); strings are passed through."""
-    if isinstance(value, datetime):
-        moment: datetime = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.isoformat().replace("+00:00", "Z")
-    return value if isinstance(value, str) else None
-
-
-def render_invoice(doc: Mapping[str, Any], today: date) -> dict[str, Any]:
-    """One invoice as the API shows it (OpenAPI schema `Invoice`)."""
+def render_invoice(doc: Mapping[str, Any], today: date) -> models.Invoice:
+    """One invoice as the API shows it."""
     total_amt = money.stored_amount(doc, "total_amt")
     balance = money.stored_amount(doc, "balance")
-    return {
-        "invoice_id": doc["invoice_id"],
-        "realm_id": doc["realm_id"],
-        "qbo_customer_id": doc.get("qbo_customer_id"),
-        "doc_number": doc.get("doc_number"),
-        "txn_date": doc.get("txn_date"),
-        "due_date": doc.get("due_date"),
-        "currency": doc.get("currency"),
-        "total_amt": total_amt,
-        "balance": balance,
-        "exchange_rate": money.stored_optional(doc, "exchange_rate"),
-        "home_total_amt": money.stored_optional(doc, "home_total_amt"),
-        "home_balance": money.stored_optional(doc, "home_balance"),
-        "status": doc["status"],
-        "overdue": is_overdue(doc, today),
+    return models.Invoice(
+        invoice_id=doc["invoice_id"],
+        realm_id=doc["realm_id"],
+        qbo_customer_id=doc.get("qbo_customer_id"),
+        doc_number=doc.get("doc_number"),
+        txn_date=doc.get("txn_date"),
+        due_date=doc.get("due_date"),
+        currency=doc.get("currency"),
+        total_amt=total_amt,
+        balance=balance,
+        exchange_rate=money.stored_optional(doc, "exchange_rate"),
+        home_total_amt=money.stored_optional(doc, "home_total_amt"),
+        home_balance=money.stored_optional(doc, "home_balance"),
+        status=doc["status"],
+        overdue=is_overdue(doc, today),
         # Computed again rather than read: a document projected before the flag existed has
         # none, and its amounts say the same.
-        "partially_paid": is_partially_paid(doc["status"], total_amt, balance),
-        "deleted": bool(doc.get("deleted")),
-        "version": int(doc["version"]),
-        "last_updated_time": iso_timestamp(doc.get("last_updated_time")),
-    }
+        partially_paid=is_partially_paid(doc["status"], total_amt, balance),
+        deleted=bool(doc.get("deleted")),
+        version=doc["version"],
+        last_updated_time=doc.get("last_updated_time"),
+    )
 
 
 @dataclass
@@ -179,10 +172,11 @@ class Totals:
             totals.add(doc, today)
         return totals
 
-    def render(self) -> dict[str, Any]:
-        amounts: dict[str, Decimal] = {
-            "total_amt": money.shown(self.total_amt),
-            "balance": money.shown(self.balance),
-            "overdue_balance": money.shown(self.overdue_balance),
-        }
-        return {"count": self.count, **amounts, "currency": self.currency}
+    def render(self) -> models.Totals:
+        return models.Totals(
+            count=self.count,
+            total_amt=money.shown(self.total_amt),
+            balance=money.shown(self.balance),
+            overdue_balance=money.shown(self.overdue_balance),
+            currency=self.currency,
+        )

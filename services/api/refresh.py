@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from services.api.models import IDEMPOTENCY_KEY_PATTERN
 from services.api.producer import LazyProducer
 from services.api.store import CommandPublications, CommandRecords, Outcome
 from services.common import tracing
@@ -32,7 +33,7 @@ from services.common.mongo import Document
 from services.common.statuses import CommandStatus
 
 # Printable ASCII without spaces: what fits in a header and a log line unchanged.
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _KEY_NAMESPACE = uuid.UUID("0b7d1c9e-5f57-4c43-9a53-3c1f5b0f2a61")
 PUBLISH_TIMEOUT_S = 5.0
 # An attempt with no outcome this long after its claim belongs to a request that died.
@@ -56,7 +57,7 @@ def command_id_for(local_customer_id: str, idempotency_key: str) -> str:
 @dataclass(frozen=True)
 class RefreshRequested:
     command_id: str
-    status: str
+    status: CommandStatus
     created: bool
 
 
@@ -164,9 +165,9 @@ async def request_refresh(
     if idempotency_key:
         record["idempotency_key"] = idempotency_key
     queued = await commands.queue(record)
-    status = str(queued.doc.get("status") or CommandStatus.QUEUED)
+    status = CommandStatus(queued.doc.get("status") or CommandStatus.QUEUED)
     if status != CommandStatus.QUEUED:
         # The sync worker has picked it up: it was certainly published.
         return RefreshRequested(command.command_id, status, queued.created)
     await publisher.publish_once(_command_of(queued.doc), queued.created)
-    return RefreshRequested(command.command_id, CommandStatus.QUEUED.value, queued.created)
+    return RefreshRequested(command.command_id, CommandStatus.QUEUED, queued.created)

@@ -1,8 +1,8 @@
 """JSON responses and errors of the api.
 
-Every error is `{"error": code, "message": text}` with a fitting 4xx/5xx status, and an
-unexpected exception becomes a plain 500 without internals. Bodies go through `jsoncodec`, so
-money (`Decimal`) is written as exact JSON numbers.
+Every error is an `Error` body (`{"error": code, "message": text}`) with a fitting 4xx/5xx
+status, and an unexpected exception becomes a plain 500 without internals. Bodies go through
+`jsoncodec`, so money (`Decimal`) is written as exact JSON numbers.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.api.models import Body, Error
 from services.common import jsoncodec
 from services.common.unavailable import unavailable_handlers
 
@@ -35,8 +37,10 @@ _CODES: Mapping[int, str] = {
 
 
 class JSON(JSONResponse):
+    """A model (`models.Body`) or plain data, written with money exact."""
+
     def render(self, content: Any) -> bytes:
-        return jsoncodec.dumpb(content)
+        return jsoncodec.dumpb(content.wire() if isinstance(content, Body) else content)
 
 
 class ApiError(Exception):
@@ -56,10 +60,21 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", what)
+
+
 def error(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return JSON({"error": code, "message": message}, status_code=status, headers=headers)
+    return JSON(Error(error=code, message=message), status_code=status, headers=headers)
+
+
+def invalid_body(exc: ValidationError) -> ApiError:
+    """A request body its model refused: 400, naming the first member at fault."""
+    first = exc.errors(include_url=False)[0]
+    where = str(first["loc"][0]) if first["loc"] else "body"
+    return ApiError(400, "bad_request", f"{where}: {first['msg']}")
 
 
 async def on_api_error(_: Request, exc: Exception) -> Response:

@@ -7,7 +7,8 @@ import re
 from jsonschema import Draft202012Validator
 
 from services.api.auth import ApiTokens
-from services.api.openapi import LOCAL_CUSTOMER_ID_PATTERN, OPENAPI
+from services.api.models import LOCAL_CUSTOMER_ID_PATTERN
+from services.api.openapi import OPENAPI
 from services.api.routes import RouteContext, api_routes
 from services.common.schemas import default_schemas
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from services.api.models import iso_timestamp
 from services.api.readmodel import (
     Totals,
     UnprojectableEvent,
     is_overdue,
-    iso_timestamp,
     read_invoice,
     render_invoice,
 )
@@ -65,7 +65,7 @@ def test_a_foreign_currency_invoice_keeps_its_home_amounts_exactly() -> None:
     doc = read_invoice(example("valid-foreign-currency.json"), NOW)
     assert (doc["currency"], doc["exchange_rate"]) == ("EUR", "1.0842")
     assert (doc["home_total_amt"], doc["home_balance"]) == ("542.10", "216.84")
-    shown = render_invoice(doc, TODAY)
+    shown = render_invoice(doc, TODAY).wire()
     assert shown["exchange_rate"] == Decimal("1.0842")
     assert shown["home_total_amt"] == Decimal("542.10")
     assert shown["home_balance"] == Decimal("216.84")
@@ -77,7 +77,7 @@ def test_an_event_without_the_multicurrency_fields_is_projected_with_nulls() -> 
     event = example("valid-foreign-currency.json")
     for name in ("exchange_rate", "home_total_amt", "home_balance"):
         del event["data"][name]  # as an event emitted before they existed
-    shown = render_invoice(read_invoice(event, NOW), TODAY)
+    shown = render_invoice(read_invoice(event, NOW), TODAY).wire()
     assert (shown["exchange_rate"], shown["home_total_amt"], shown["home_balance"]) == (
         None,
         None,
@@ -89,7 +89,7 @@ def test_a_read_model_document_from_before_the_fields_is_still_rendered() -> Non
     doc = read_invoice(example("valid-open.json"), NOW)
     for name in ("exchange_rate", "home_total_amt", "home_balance", "partially_paid"):
         del doc[name]
-    shown = render_invoice(doc, TODAY)
+    shown = render_invoice(doc, TODAY).wire()
     assert shown["home_balance"] is None
     assert shown["partially_paid"] is True  # computed from the amounts it does have
 
@@ -118,12 +118,12 @@ def test_partially_paid_is_open_with_a_payment_applied(
     )
     doc = read_invoice(event, NOW)
     assert doc["partially_paid"] is partially_paid
-    assert render_invoice(doc, TODAY)["partially_paid"] is partially_paid
+    assert render_invoice(doc, TODAY).wire()["partially_paid"] is partially_paid
 
 
 def test_partially_paid_and_overdue_are_independent() -> None:
     event = example("valid-open.json")  # due 2026-12-25, long before TODAY
-    shown = render_invoice(read_invoice(event, NOW), TODAY)
+    shown = render_invoice(read_invoice(event, NOW), TODAY).wire()
     assert shown["status"] == "open"
     assert shown["overdue"] is True and shown["partially_paid"] is True
 
@@ -147,7 +147,7 @@ def test_more_than_six_decimals_are_stored_exactly_without_micros() -> None:
     doc = read_invoice(event, NOW)
     assert doc["balance"] == "1.0000001"
     assert "balance_micros" not in doc  # micros would have to round it
-    assert render_invoice(doc, TODAY)["balance"] == Decimal("1.0000001")
+    assert render_invoice(doc, TODAY).wire()["balance"] == Decimal("1.0000001")
 
 
 def test_an_amount_beyond_int64_micros_is_stored_exactly() -> None:
@@ -175,7 +175,7 @@ def test_rendered_amounts_are_exact_json_numbers() -> None:
     event = example("valid-open.json")
     event["data"]["total_amt"], event["data"]["balance"] = Decimal("0.1"), Decimal("0.300")
     doc = read_invoice(event, NOW)
-    text = jsoncodec.dumps(render_invoice(doc, TODAY))
+    text = jsoncodec.dumps(render_invoice(doc, TODAY).wire())
     assert '"total_amt":0.10' in text
     assert '"balance":0.30' in text
     assert json.loads(text, parse_float=Decimal)["balance"] == Decimal("0.30")
@@ -183,7 +183,7 @@ def test_rendered_amounts_are_exact_json_numbers() -> None:
 
 def test_render_shows_overdue_and_no_internal_fields() -> None:
     doc = read_invoice(example("valid-open.json"), NOW)
-    rendered = render_invoice(doc, date(2027, 1, 1))
+    rendered = render_invoice(doc, date(2027, 1, 1)).wire()
     assert rendered["overdue"] is True
     assert rendered["status"] == "open"
     assert "projected_at" not in rendered
@@ -220,7 +220,7 @@ def row(status: str, total: int, balance: int, due: str | None = "2030-04-01", *
 
 def test_totals_are_exact_sums() -> None:
     totals = Totals.of([row("open", 100_000, 100_000), row("open", 200_000, 200_000)], TODAY)
-    rendered = totals.render()
+    rendered = totals.render().wire()
     assert rendered["total_amt"] == Decimal("0.30")
     assert rendered["balance"] == Decimal("0.30")
     assert '"balance":0.30' in jsoncodec.dumps(rendered)
@@ -234,7 +234,7 @@ def test_totals_count_everything_but_sum_only_invoices_that_ask_for_money() -> N
         row("voided", 0, 0),
         row("deleted", 9_000_000, 9_000_000),
     ]
-    assert Totals.of(rows, TODAY).render() == {
+    assert Totals.of(rows, TODAY).render().wire() == {
         "count": 5,
         "total_amt": Decimal("22.00"),
         "balance": Decimal("9.00"),
@@ -246,7 +246,7 @@ def test_totals_count_everything_but_sum_only_invoices_that_ask_for_money() -> N
 def test_totals_currency_is_null_when_invoices_disagree() -> None:
     rows = [row("open", 1, 1), row("open", 1, 1, currency="EUR")]
     assert Totals.of(rows, TODAY).currency is None
-    assert Totals.of([], TODAY).render()["balance"] == Decimal("0.00")
+    assert Totals.of([], TODAY).render().wire()["balance"] == Decimal("0.00")
 
 
 def test_timestamps_are_rendered_in_utc_with_z() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from services.api.openapi import COMMAND_ID_PATTERN
+from services.api.models import COMMAND_ID_PATTERN
 from services.api.refresh import IDEMPOTENCY_KEY, command_id_for
 
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
-from services.api.routes import render_command, render_customer
+from services.api.handlers.commands import render_command
+from services.api.handlers.customers import render_customer
 from services.api.store import CONNECTION_FIELDS
 from services.common.connect_links import ConnectLinks
 
@@ -65,7 +66,7 @@ def test_the_api_never_asks_for_token_fields() -> None:
 def test_needs_reauth_comes_with_a_reconnect_link_for_the_connection_user() -> None:
     body = render_customer(
         MAPPING, connection("needs_reauth"), reconnect_via("https://sync.example.com/")
-    )
+    ).wire()
     conn = body["connection"]
     assert conn["needs_reauth"] is True
     assert conn["reauth_reason"] == "invalid_grant"
@@ -74,7 +75,9 @@ def test_needs_reauth_comes_with_a_reconnect_link_for_the_connection_user() -> N
 
 
 def test_an_active_connection_has_no_reconnect_link() -> None:
-    body = render_customer(MAPPING, connection("active"), reconnect_via("http://127.0.0.1:8000"))
+    body = render_customer(
+        MAPPING, connection("active"), reconnect_via("http://127.0.0.1:8000")
+    ).wire()
     assert body["connection"]["needs_reauth"] is False
     assert body["connection"]["reconnect_url"] is None
 
@@ -82,14 +85,14 @@ def test_an_active_connection_has_no_reconnect_link() -> None:
 def test_a_disconnected_company_can_be_reconnected_too() -> None:
     body = render_customer(
         MAPPING, connection("disconnected"), reconnect_via("http://127.0.0.1:8000")
-    )
+    ).wire()
     assert body["connection"]["needs_reauth"] is False
     url = body["connection"]["reconnect_url"]
     assert user_of_link(url, "http://127.0.0.1:8000") == "alice@example.com"
 
 
 def test_a_realm_without_connection_record() -> None:
-    assert render_customer(MAPPING, None, reconnect_via("http://x"))["connection"] is None
+    assert render_customer(MAPPING, None, reconnect_via("http://x")).wire()["connection"] is None
 
 
 def test_command_records_are_whitelisted() -> None:
@@ -109,7 +112,7 @@ def test_command_records_are_whitelisted() -> None:
         "idempotency_key": "k-1",
         "published_at": datetime(2030, 1, 1, tzinfo=UTC),
     }
-    rendered = render_command(doc)
+    rendered = render_command(doc).wire()
     assert rendered["command_id"] == doc["_id"]
     assert rendered["result"] == {"fetched": 3, "stored": 2, "events": 2}
     assert rendered["finished_at"] == "2030-01-01T00:00:02Z"
@@ -127,10 +130,10 @@ def test_a_throttled_command_says_when_it_runs_again() -> None:
         "attempts": 1,
         "resumes_at": datetime(2030, 1, 1, 0, 1, tzinfo=UTC),
     }
-    rendered = render_command(doc)
+    rendered = render_command(doc).wire()
     assert rendered["status"] == "throttled"
     assert rendered["resumes_at"] == "2030-01-01T00:01:00Z"
-    assert "resumes_at" not in render_command({**doc, "status": "running"})
+    assert "resumes_at" not in render_command({**doc, "status": "running"}).wire()
 
 
 def test_an_inactive_merged_customer_is_rendered_with_its_qbo_facts() -> None:
@@ -141,7 +144,7 @@ def test_an_inactive_merged_customer_is_rendered_with_its_qbo_facts() -> None:
         "merged_from": "57",
         "customer_read_at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
     }
-    customer = render_customer(merged, None, reconnect_via("http://x"))["customer"]
+    customer = render_customer(merged, None, reconnect_via("http://x")).wire()["customer"]
     assert (customer["active"], customer["qbo_sync_token"], customer["merged_from"]) == (
         False,
         "12",
@@ -151,7 +154,7 @@ def test_an_inactive_merged_customer_is_rendered_with_its_qbo_facts() -> None:
 
 
 def test_a_mapping_stored_before_the_customer_was_read_has_no_facts() -> None:
-    customer = render_customer(MAPPING, None, reconnect_via("http://x"))["customer"]
+    customer = render_customer(MAPPING, None, reconnect_via("http://x")).wire()["customer"]
     assert (customer["active"], customer["qbo_sync_token"], customer["merged_from"]) == (
         None,
         None,
