@@ -70,24 +70,55 @@ def oauth_routes(
     public_url: str,
     secure_cookies: bool,
 ) -> list[Route]:
-    async def create_link(request: Request) -> Response:
+    """Connect links, the OAuth round trip with Intuit, and the connections' status."""
+    connecting = Connecting(flow, links, public_url=public_url, secure_cookies=secure_cookies)
+    connections = Connections(vault)
+    realm = "{realm_id:str}"
+    return [
+        Route("/connect-links", guard(Rule.SERVICE, connecting.create_link), methods=["POST"]),
+        Route("/oauth/connect", guard(Rule.CONNECT_LINK, connecting.connect), methods=["GET"]),
+        Route("/oauth/callback", guard(Rule.OAUTH_STATE, connecting.callback), methods=["GET"]),
+        Route(
+            f"/connections/{realm}/disconnect",
+            guard(Rule.SERVICE, _realm_checked(connections.disconnect)),
+            methods=["POST"],
+        ),
+        Route(
+            f"/connections/{realm}",
+            guard(Rule.SERVICE, _realm_checked(connections.show)),
+            methods=["GET"],
+        ),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Connecting:
+    """An app user connects a company: a connect link signed for them, then Intuit's consent
+    page and its callback (`OAuthFlow`, signed single-use state bound to a browser nonce)."""
+
+    flow: OAuthFlow
+    links: ConnectLinks
+    public_url: str
+    secure_cookies: bool
+
+    async def create_link(self, request: Request) -> Response:
         body = await _json_object(request)
         if isinstance(body, Response):
             return body
         user_id = body.get("user_id")
         if not isinstance(user_id, str) or not USER_ID.match(user_id):
             return error(400, "bad_user", "user_id must be 1-128 of A-Z a-z 0-9 . _ : @ -")
-        link = links.sign(user_id)
+        link = self.links.sign(user_id)
         return JSON(
             {
                 "user_id": user_id,
-                "connect_url": link.url(public_url),
+                "connect_url": link.url(self.public_url),
                 "expires_at": link.expires_at,
             },
             status_code=201,
         )
 
-    async def connect(request: Request) -> Response:
+    async def connect(self, request: Request) -> Response:
         token = request.query_params.get("link")
         if not token:
             return error(
@@ -98,11 +129,11 @@ def oauth_routes(
                 request,
             )
         try:
-            user_id = links.verify(token)
+            user_id = self.links.verify(token)
         except LinkRejected as exc:
             return error(401, "bad_link", exc.reason, request)
         try:
-            started = await flow.start(user_id)
+            started = await self.flow.start(user_id)
         except ConnectRejected as exc:
             return error(exc.status, exc.code, exc.reason, request)
         response = RedirectResponse(started.authorize_url, status_code=302)
@@ -112,18 +143,19 @@ def oauth_routes(
             started.state.nonce,
             max_age=600,
             httponly=True,
-            secure=secure_cookies,
+            secure=self.secure_cookies,
             samesite="lax",  # sent on Intuit's top-level redirect back to us
             path="/oauth",
         )
         return response
 
-    async def callback(request: Request) -> Response:
+    async def callback(self, request: Request) -> Response:
         try:
-            conn = await flow.finish(dict(request.query_params), request.cookies.get(NONCE_COOKIE))
+            conn = await self.flow.finish(
+                dict(request.query_params), request.cookies.get(NONCE_COOKIE)
+            )
         except ConnectRejected as exc:
             return error(exc.status, exc.code, exc.reason, request)
-        body = {"connected": True, "connection": conn.public()}
         if "text/html" in request.headers.get("accept", ""):
             response: Response = HTMLResponse(
                 "<!doctype html><title>qbo-sync</title><h1>QuickBooks connected</h1>"
@@ -131,38 +163,32 @@ def oauth_routes(
                 f"{html.escape(conn.user_id)}.</p>"
             )
         else:
-            response = JSON(body)
+            response = JSON({"connected": True, "connection": conn.public()})
         response.delete_cookie(NONCE_COOKIE, path="/oauth")
         return response
 
-    async def disconnect(request: Request) -> Response:
+
+@dataclasses.dataclass(frozen=True)
+class Connections:
+    """A connected company's status, and disconnecting it (tokens are never shown)."""
+
+    vault: TokenVault
+
+    async def disconnect(self, request: Request) -> Response:
         realm_id = request.path_params["realm_id"]
         try:
-            conn = await vault.disconnect(realm_id)
+            conn = await self.vault.disconnect(realm_id)
         except NotConnected:
             return error(404, "not_connected", f"realm {realm_id} is not connected")
         return JSON({"connection": conn.public()})
 
-    async def show(request: Request) -> Response:
+    async def show(self, request: Request) -> Response:
         realm_id = request.path_params["realm_id"]
         try:
-            conn = await vault.get(realm_id)
+            conn = await self.vault.get(realm_id)
         except NotConnected:
             return error(404, "not_connected", f"realm {realm_id} is not connected")
         return JSON({"connection": conn.public()})
-
-    realm = "{realm_id:str}"
-    return [
-        Route("/connect-links", guard(Rule.SERVICE, create_link), methods=["POST"]),
-        Route("/oauth/connect", guard(Rule.CONNECT_LINK, connect), methods=["GET"]),
-        Route("/oauth/callback", guard(Rule.OAUTH_STATE, callback), methods=["GET"]),
-        Route(
-            f"/connections/{realm}/disconnect",
-            guard(Rule.SERVICE, _realm_checked(disconnect)),
-            methods=["POST"],
-        ),
-        Route(f"/connections/{realm}", guard(Rule.SERVICE, _realm_checked(show)), methods=["GET"]),
-    ]
 
 
 async def _json_object(request: Request) -> dict[str, Any] | Response:

@@ -384,24 +384,34 @@ def webhook_routes(
     counted in `rejections` by reason code (sync `/stats`) once the delivery is answered 2xx,
     so a delivery Intuit sends again after a 503 is counted once.
     """
-    counts: Counter[str] = rejections if rejections is not None else Counter()
     if not verifier_token:
         raise ValueError("the webhook verifier token is empty; every delivery would be refused")
+    receiver = WebhookReceiver(
+        verifier_token,
+        publish,
+        max_body_bytes,
+        publish_timeout_s,
+        rejections if rejections is not None else Counter(),
+    )
+    return [Route(WEBHOOK_PATH, receiver.receive, methods=["POST"])]
 
-    async def receive(request: Request) -> Response:
+
+@dataclass(frozen=True)
+class WebhookReceiver:
+    """One delivery: its signed body, the commands it makes, and the answer Intuit gets."""
+
+    verifier_token: str
+    publish: Publish
+    max_body_bytes: int
+    publish_timeout_s: float
+    rejections: Counter[str]
+
+    async def receive(self, request: Request) -> Response:
         delivery_id = str(uuid.uuid4())  # also the commands' correlation id, to trace a POST
         bound = log.bind(delivery_id=delivery_id)
-        try:
-            body = await read_body(request, max_body_bytes)
-        except BodyRejected as exc:
-            bound.warning("webhook.body_rejected", reason=exc.code, limit=max_body_bytes)
-            if exc.status == 413:
-                return _error(413, "payload_too_large", f"the body exceeds {max_body_bytes} bytes")
-            return Response(status_code=exc.status)
-        if not verify_signature(body, request.headers.get(SIGNATURE_HEADER), verifier_token):
-            missing = SIGNATURE_HEADER not in request.headers
-            bound.warning("webhook.rejected", reason="missing" if missing else "mismatch")
-            return _error(401, "invalid_signature", f"the {SIGNATURE_HEADER} header is not valid")
+        body = await self._signed_body(request, bound)
+        if isinstance(body, Response):
+            return body
         delivery = parse_delivery(body)
         for rejected in delivery.rejected:
             bound.warning(
@@ -411,24 +421,12 @@ def webhook_routes(
                 reason=rejected.reason,
                 size=len(body),
             )
-        notices = delivery.notices
-        commands = group_into_commands(notices, correlation_id=f"webhook:{delivery_id}")
-        changes = sum(len(c.changes) for c in commands)
+        commands = group_into_commands(delivery.notices, correlation_id=f"webhook:{delivery_id}")
         realms = sorted({c.realm_id for c in commands})
-        if commands:
-            try:
-                async with asyncio.timeout(publish_timeout_s):
-                    await publish(commands)
-            except Exception as exc:  # whatever broke, Intuit only needs "try again"
-                bound.error(
-                    "webhook.publish_failed",
-                    realm_ids=realms,
-                    commands=len(commands),
-                    error_type=type(exc).__name__,
-                    exc_info=True,
-                )
-                return unavailable("the changes could not be queued; retry later")
-        counts.update(r.code for r in delivery.rejected)
+        if commands and not await self._queued(commands, realms, bound):
+            return unavailable("the changes could not be queued; retry later")
+        self.rejections.update(r.code for r in delivery.rejected)
+        changes = sum(len(c.changes) for c in commands)
         bound.info(
             "webhook.accepted",
             realm_ids=realms,
@@ -436,14 +434,49 @@ def webhook_routes(
             commands=len(commands),
             rejected=len(delivery.rejected),
         )
-        answer: dict[str, Any] = {"accepted": changes, "commands": len(commands)}
-        if delivery.rejected:
-            # Intuit ignores the body; this is for whoever replays a delivery by hand.
-            answer["rejected"] = [
-                {"where": r.where, "error": r.code, "message": r.reason}
-                for r in delivery.rejected[:_MAX_REJECTIONS_SHOWN]
-            ]
-            answer["rejected_count"] = len(delivery.rejected)
-        return JSONResponse(answer)
+        return JSONResponse(_answer(delivery, changes, len(commands)))
 
-    return [Route(WEBHOOK_PATH, receive, methods=["POST"])]
+    async def _signed_body(self, request: Request, bound: Any) -> bytes | Response:
+        """The body, or the 4xx for one too large or not signed with the verifier token."""
+        try:
+            body = await read_body(request, self.max_body_bytes)
+        except BodyRejected as exc:
+            bound.warning("webhook.body_rejected", reason=exc.code, limit=self.max_body_bytes)
+            if exc.status == 413:
+                return _error(
+                    413, "payload_too_large", f"the body exceeds {self.max_body_bytes} bytes"
+                )
+            return Response(status_code=exc.status)
+        if not verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.verifier_token):
+            missing = SIGNATURE_HEADER not in request.headers
+            bound.warning("webhook.rejected", reason="missing" if missing else "mismatch")
+            return _error(401, "invalid_signature", f"the {SIGNATURE_HEADER} header is not valid")
+        return body
+
+    async def _queued(self, commands: Sequence[Command], realms: list[str], bound: Any) -> bool:
+        """Whether Kafka acknowledged the commands within the time Intuit waits."""
+        try:
+            async with asyncio.timeout(self.publish_timeout_s):
+                await self.publish(commands)
+        except Exception as exc:  # whatever broke, Intuit only needs "try again"
+            bound.error(
+                "webhook.publish_failed",
+                realm_ids=realms,
+                commands=len(commands),
+                error_type=type(exc).__name__,
+                exc_info=True,
+            )
+            return False
+        return True
+
+
+def _answer(delivery: Delivery, changes: int, commands: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {"accepted": changes, "commands": commands}
+    if delivery.rejected:
+        # Intuit ignores the body; this is for whoever replays a delivery by hand.
+        answer["rejected"] = [
+            {"where": r.where, "error": r.code, "message": r.reason}
+            for r in delivery.rejected[:_MAX_REJECTIONS_SHOWN]
+        ]
+        answer["rejected_count"] = len(delivery.rejected)
+    return answer
