@@ -2,12 +2,14 @@
 
 Delivery is at least once and partitions may be re-read, so projection is idempotent and
 order-safe: a version is stored only when it is newer than the stored one
-(`ReadInvoices.apply_many`). Records are projected a `getmany` batch at a time, because on
-FerretDB v1 the cost is per query rather than per event (see `ReadInvoices.apply_many`). An
-offset is committed only after the writes it stands for (docs/design.md invariant 5). An event that
-can never be projected (not JSON, off-contract, inexact money) goes to the dead-letter topic
-with the reason, and is committed past so one bad record cannot stall its partition; a failing
-database is different: the record is retried, never skipped.
+(`ReadInvoices.apply_many`). Records are projected a batch at a time, because on FerretDB v1
+the cost is per query rather than per event (see `ReadInvoices.apply_many`); the projector
+reads ahead of its batches and takes each one fairly across companies, so a company's change is
+not held behind another's refresh (`services/api/backlog.py`, docs/design.md invariant 13). An
+offset is committed only up to the lowest record not yet projected (docs/design.md invariant
+5). An event that can never be projected (not JSON, off-contract, inexact money) goes to the
+dead-letter topic with the reason, and is committed past so one bad record cannot stall its
+partition; a failing database is different: the record is retried, never skipped.
 
     python -m services.api.projector            # run the projector on its own
     python -m services.api.projector --rebuild  # drop the read model, replay the whole topic
@@ -23,17 +25,23 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 from pymongo.errors import PyMongoError
 
+from services.api.backlog import EventBacklog, in_offset_order
 from services.api.metrics import ApiMetrics
 from services.api.producer import LazyProducer
 from services.api.readmodel import UnprojectableEvent, invoice_key, read_invoice
@@ -43,6 +51,7 @@ from services.common.clock import Clock, utc_now
 from services.common.kafka import ensure_topics, make_consumer, topics_for
 from services.common.logging import configure_logging
 from services.common.mongo import Document, counted_as, make_client
+from services.common.offsets import OffsetTracker
 from services.common.schemas import INVOICE_UPDATED, MessageInvalid, SchemaSet, default_schemas
 from services.common.settings import Settings, get_settings
 
@@ -160,6 +169,12 @@ class Projector:
     # so a batch of them could otherwise outlast Kafka's max.poll.interval (5 minutes) and get
     # the consumer dropped from its group, batch after batch.
     batch_time_budget: float | None = 60.0
+    # Events per batch, and events read ahead of the batches: how far behind other companies'
+    # events a company's own can be found (services/api/backlog.py).
+    batch_size: int = 500
+    read_ahead: int = 20_000
+    backlog: EventBacklog = field(default_factory=EventBacklog)
+    offsets: OffsetTracker[TopicPartition] = field(default_factory=OffsetTracker)
 
     async def project(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Projected:
         """Project a batch (any partitions, each in offset order).
@@ -239,50 +254,93 @@ class Projector:
         return Projected(outcomes, resume_at)
 
     async def consume(self, consumer: AIOKafkaConsumer) -> None:
-        """Project batch after batch until cancelled; commit each batch after its writes."""
+        """Project until cancelled: read ahead into the backlog (at most `read_ahead` events),
+        project a fair batch of it (`services/api/backlog.py`), commit what is done."""
+        self.backlog, self.offsets = EventBacklog(), OffsetTracker()
         failures = 0
         while True:
-            batches = await consumer.getmany(timeout_ms=500)
-            if not batches:
+            await self._read_ahead(consumer)
+            if not self.backlog:
                 continue
-            done = await self._project_batches(consumer, batches)
+            done = await self._project_next(consumer)
             failures = 0 if done else failures + 1
             if not done:
                 await asyncio.sleep(self.delay_after(failures))
 
-    async def _project_batches(
-        self,
-        consumer: AIOKafkaConsumer,
-        batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    ) -> bool:
-        """Project one `getmany` worth of records together, so the read model is read once per
-        batch rather than once per partition, then commit what is done. On a retryable failure,
-        rewind the unfinished partitions (after committing what is done) and report False."""
+    async def _read_ahead(self, consumer: AIOKafkaConsumer) -> None:
+        """Take what Kafka has ready (waiting for it only when nothing is left to project),
+        pausing every partition while the backlog holds `read_ahead` events."""
+        full = len(self.backlog) >= self.read_ahead
+        if full and not consumer.paused():
+            consumer.pause(*consumer.assignment())
+        elif not full and consumer.paused():
+            consumer.resume(*consumer.paused())
+        batches = await consumer.getmany(
+            timeout_ms=0 if self.backlog else 500,
+            max_records=max(self.read_ahead - len(self.backlog), 1),
+        )
+        for tp, records in batches.items():
+            self.backlog.add(r for r in records if self.offsets.received(tp, r.offset))
+
+    async def _project_next(self, consumer: AIOKafkaConsumer) -> bool:
+        """Project one fair batch of the backlog, put back what is left for later, commit
+        every partition up to its lowest event not done. On a retryable failure, report
+        False (the batch's unfinished events are back in the backlog)."""
+        batch = in_offset_order(self.backlog.take(self.batch_size))
         failed = False
         try:
-            projected = await self.project([r for rs in batches.values() for r in rs])
-            resume_at = projected.resume_at
+            resume_at = (await self.project(batch)).resume_at
         except ProjectionInterrupted as interrupted:
             resume_at = interrupted.resume_at
             failed = True
-        commits: dict[TopicPartition, int] = {}
-        for tp, records in batches.items():
-            next_offset = resume_at.get(tp, records[-1].offset + 1)
-            if tp in resume_at:
-                consumer.seek(tp, next_offset)
-            if next_offset > records[0].offset:
-                commits[tp] = next_offset
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                self.metrics.lag.labels(str(tp.partition)).set(max(highwater - next_offset, 0))
-        if commits:
-            try:
-                await consumer.commit(commits)
-            except CommitFailedError as exc:
-                # A partition moved to another member: it re-reads from the last commit and
-                # the version guard makes the repeat harmless.
-                log.info("projector.commit_lost", error=str(exc))
+        left: list[ConsumerRecord[bytes, bytes]] = []
+        for record in batch:
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in resume_at and record.offset >= resume_at[tp]:
+                left.append(record)
+            else:
+                self.offsets.done(tp, record.offset)
+        owned = consumer.assignment()
+        self.backlog.put_back(r for r in left if TopicPartition(r.topic, r.partition) in owned)
+        await self.commit(consumer)
         return not failed
+
+    async def commit(
+        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition] | None = None
+    ) -> None:
+        """Commit each owned partition (of `partitions`, or all) up to its lowest event not
+        projected yet."""
+        owned = consumer.assignment()
+        commits = {
+            tp: offset
+            for tp, offset in self.offsets.committable().items()
+            if tp in owned and (partitions is None or tp in partitions)
+        }
+        for tp in owned:
+            highwater, position = consumer.highwater(tp), self.offsets.position(tp)
+            if highwater is not None and position is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(highwater - position, 0))
+        if not commits:
+            return
+        try:
+            await consumer.commit(commits)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A partition moved to another member: it re-reads from the last commit and
+            # the version guard makes the repeat harmless.
+            log.info("projector.commit_lost", error=str(exc))
+            return
+        self.offsets.committed(commits)
+
+    async def partitions_revoked(
+        self, consumer: AIOKafkaConsumer, revoked: Collection[TopicPartition]
+    ) -> None:
+        """Before another member takes `revoked`: commit what is done of them (never past
+        what is not) and forget their events; the next owner reads them again."""
+        with contextlib.suppress(KafkaError):
+            await self.commit(consumer, revoked)
+        self.backlog.drop(revoked)
+        for tp in revoked:
+            self.offsets.forget(tp)
 
     def delay_after(self, failures: int) -> float:
         """Back-off before the next try after `failures` consecutive failures (>= 1)."""
@@ -298,6 +356,18 @@ def _first_offsets(
     return first
 
 
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no hints
+    def __init__(self, projector: Projector, consumer: AIOKafkaConsumer) -> None:
+        self._projector = projector
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._projector.partitions_revoked(self._consumer, revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        pass
+
+
 async def run_projector(settings: Settings, projector: Projector) -> None:
     """Join the projector's consumer group and project until cancelled, reconnecting (with
     back-off) whenever Kafka or the database fails."""
@@ -311,9 +381,11 @@ async def _run_projector(settings: Settings, projector: Projector) -> None:
         consumer = make_consumer(
             settings.kafka_bootstrap_servers,
             settings.projector_consumer_group,
-            settings.invoice_events_topic,
             client_id=f"{settings.kafka_client_id}-projector",
             max_poll_records=settings.projector_batch_size,
+        )
+        consumer.subscribe(
+            [settings.invoice_events_topic], listener=_Rebalance(projector, consumer)
         )
         try:
             await projector.read_invoices.prepare()
@@ -427,6 +499,8 @@ async def _main(rebuild_only: bool) -> int:
         ReadInvoices(mongo[settings.mongodb_database]),
         DeadLetters(producer, settings.dead_letter_topic),
         ApiMetrics(),
+        batch_size=settings.projector_batch_size,
+        read_ahead=settings.projector_read_ahead,
     )
     try:
         if rebuild_only:

@@ -52,11 +52,11 @@ from services.common.messages import (
     SyncChanges,
     parse_command,
 )
+from services.common.offsets import OffsetTracker
 from services.common.schemas import MessageInvalid
 from services.common.statuses import CommandStatus
 from services.sync import handlers
 from services.sync.handlers import CommandRejected, Dependencies
-from services.sync.offsets import OffsetTracker
 from services.sync.quickbooks.errors import (
     QboAuthError,
     QboRequestError,
