@@ -20,6 +20,7 @@ from services.common import jsoncodec
 from services.common.messages import EntityChange, MapCustomer, RefreshInvoices, SyncChanges
 from services.common.mongo import Document
 from services.sync.events import InvoiceEvents
+from services.sync.prefetch import read_ahead
 from services.sync.quickbooks.client import QboClient
 from services.sync.quickbooks.mapping import (
     CustomerFacts,
@@ -259,7 +260,8 @@ async def _sync_customer_invoices(
     stored_before = known.live_keys()
     returned: set[str] = set()
     counts = Counts()
-    async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
+    pages = read_ahead(deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE))
+    async for objects in pages:
         counts.fetched += len(objects)
         async with cpu_turn():
             page = _records(realm_id, objects)
