@@ -172,7 +172,7 @@ class Projector:
     # Events per batch, and events read ahead of the batches: how far behind other companies'
     # events a company's own can be found (services/api/backlog.py).
     batch_size: int = 500
-    read_ahead: int = 20_000
+    read_ahead: int = 50_000
     backlog: EventBacklog = field(default_factory=EventBacklog)
     offsets: OffsetTracker[TopicPartition] = field(default_factory=OffsetTracker)
 

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     projector_batch_size: int = Field(default=500, ge=1)
     # Events the projector reads ahead of its batches, so that each batch can take every
     # company's waiting events fairly rather than the oldest few companies' (about 1 KB each).
-    projector_read_ahead: int = Field(default=20_000, ge=1)
+    projector_read_ahead: int = Field(default=50_000, ge=1)
 
 
 @lru_cache(maxsize=1)
