@@ -1,12 +1,14 @@
-"""Events read ahead of the projector, handed out fairly between companies.
+"""Events read ahead of the projector, handed out smallest company first.
 
 A refresh of a large company reaches the events topic as thousands of events, spread over
 every partition; a small company's one change lands behind them in its partition. Projected in
 offset order, that change waited for the whole backlog (seconds, with 50 companies
 refreshing). So the projector reads ahead, up to a bound, and each batch takes the companies
-with the fewest waiting events first, then an equal share of each of the others (max-min fair):
-a company with a few events is in the next batch whatever the others hold (docs/design.md
-invariant 13).
+with the fewest waiting events first, each whole, and fills the rest with the oldest events of
+the next one (shortest first): a company with a few events is in the next batch whatever the
+others hold (docs/design.md invariant 13), and a batch still spans few companies, whose listing
+revisions it renews one write each (`ReadInvoices.apply_many`). A large company's events wait
+while smaller ones arrive, at most until the read-ahead is full and nothing new is read.
 
 Order: an invoice's events share a key, hence a partition and a company. A company's events
 are kept in the order they were read and handed out oldest first, so an invoice's versions are
@@ -63,16 +65,15 @@ class EventBacklog:
             self._size += 1
 
     def take(self, limit: int) -> list[Record]:
-        """Up to `limit` events: whole companies from the smallest up, while each still gets
-        its equal share of what is left; the larger ones their share, oldest events first."""
+        """Up to `limit` events: whole companies from the one with the fewest waiting up, the
+        first that does not fit in part (its oldest events), so a batch spans few companies."""
         waiting = sorted(self._companies.items(), key=lambda item: len(item[1]))
         taken: list[Record] = []
-        for n, (company, events) in enumerate(waiting):
+        for company, events in waiting:
             room = limit - len(taken)
             if room <= 0:
                 break
-            share = max(room // (len(waiting) - n), 1)
-            taken.extend(events.popleft() for _ in range(min(share, len(events))))
+            taken.extend(events.popleft() for _ in range(min(room, len(events))))
             if not events:
                 del self._companies[company]
         self._size -= len(taken)

@@ -4,12 +4,13 @@ Delivery is at least once and partitions may be re-read, so projection is idempo
 order-safe: a version is stored only when it is newer than the stored one
 (`ReadInvoices.apply_many`). Records are projected a batch at a time, because on FerretDB v1
 the cost is per query rather than per event (see `ReadInvoices.apply_many`); the projector
-reads ahead of its batches and takes each one fairly across companies, so a company's change is
-not held behind another's refresh (`services/api/backlog.py`, docs/design.md invariant 13). An
-offset is committed only up to the lowest record not yet projected (docs/design.md invariant
-5). An event that can never be projected (not JSON, off-contract, inexact money) goes to the
-dead-letter topic with the reason, and is committed past so one bad record cannot stall its
-partition; a failing database is different: the record is retried, never skipped.
+reads ahead of its batches and fills each with the companies that have the fewest events
+waiting first, so a company's change is not held behind another's refresh
+(`services/api/backlog.py`, docs/design.md invariant 13). An offset is committed only up to
+the lowest record not yet projected (docs/design.md invariant 5). An event that can never be
+projected (not JSON, off-contract, inexact money) goes to the dead-letter topic with the
+reason, and is committed past so one bad record cannot stall its partition; a failing
+database is different: the record is retried, never skipped.
 
     python -m services.api.projector            # run the projector on its own
     python -m services.api.projector --rebuild  # drop the read model, replay the whole topic
@@ -255,7 +256,8 @@ class Projector:
 
     async def consume(self, consumer: AIOKafkaConsumer) -> None:
         """Project until cancelled: read ahead into the backlog (at most `read_ahead` events),
-        project a fair batch of it (`services/api/backlog.py`), commit what is done."""
+        project a batch of it, smallest companies first (`services/api/backlog.py`), commit
+        what is done."""
         self.backlog, self.offsets = EventBacklog(), OffsetTracker()
         failures = 0
         while True:
@@ -283,7 +285,7 @@ class Projector:
             self.backlog.add(r for r in records if self.offsets.received(tp, r.offset))
 
     async def _project_next(self, consumer: AIOKafkaConsumer) -> bool:
-        """Project one fair batch of the backlog, put back what is left for later, commit
+        """Project one batch of the backlog, put back what is left for later, commit
         every partition up to its lowest event not done. On a retryable failure, report
         False (the batch's unfinished events are back in the backlog)."""
         batch = in_offset_order(self.backlog.take(self.batch_size))

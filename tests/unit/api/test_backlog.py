@@ -45,13 +45,13 @@ def test_a_small_companys_event_is_in_the_next_batch_behind_any_backlog() -> Non
 
     assert idle in batch
     assert len(batch) == 500
-    # The others share the rest equally: 499 over 50 companies.
-    shares = Counter(company_of(r) for r in batch if r is not idle)
-    assert set(shares.values()) <= {9, 10, 11}
+    # The rest from as few companies as fit: one whole (400), the next in part.
+    shares = Counter(company_of(r) for r in batch)
+    assert shares["idle"] == 1 and sorted(shares.values()) == [1, 99, 400]
     assert len(backlog) == 20_001 - 500
 
 
-def test_small_companies_are_taken_whole_and_large_ones_get_equal_shares() -> None:
+def test_companies_are_taken_whole_from_the_smallest_and_the_next_in_part() -> None:
     topic = Topic()
     records = [topic.record("one", "1")]
     records += [topic.record("ten", str(n)) for n in range(10)]
@@ -60,9 +60,16 @@ def test_small_companies_are_taken_whole_and_large_ones_get_equal_shares() -> No
     backlog = EventBacklog()
     backlog.add(by_partition(records))
 
-    taken = Counter(company_of(r) for r in backlog.take(101))
+    taken = backlog.take(101)
+    again = backlog.take(1000)
 
-    assert taken == {"one": 1, "ten": 10, "big-a": 45, "big-b": 45}
+    assert Counter(company_of(r) for r in taken) == {"one": 1, "ten": 10, "big-a": 90}
+    # What is left of big-a is now the smallest, and goes first; its oldest events went first.
+    assert Counter(company_of(r) for r in again) == {"big-a": 910, "big-b": 90}
+    for partition in range(PARTITIONS):
+        mine = [r.offset for r in records if company_of(r) == "big-a" and r.partition == partition]
+        first = [r.offset for r in taken if company_of(r) == "big-a" and r.partition == partition]
+        assert first == mine[: len(first)]
 
 
 def test_every_event_comes_out_once_and_each_invoices_in_offset_order() -> None:
