@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.sync.prefetch import read_ahead
+from services.sync.overlap import Overlapped, read_ahead
 
 
 class Pages:
@@ -65,3 +65,67 @@ async def test_a_caller_that_stops_early_leaves_no_request_running() -> None:
     await let_others_run()
     await ahead.aclose()
     assert pages.log == ["asked 1", "asked 2", "cancelled 2"]
+
+
+async def test_at_most_limit_coroutines_run_at_once_and_every_result_is_kept() -> None:
+    running, most = 0, 0
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def work(n: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gates[n].wait()
+        running -= 1
+        return n
+
+    overlapped: Overlapped[int] = Overlapped(2)
+    await overlapped.submit(work(0))
+    await overlapped.submit(work(1))
+    third = asyncio.create_task(overlapped.submit(work(2)))
+    await let_others_run()
+    assert running == 2 and not third.done()
+    gates[0].set()
+    await third  # started once the first finished
+    gates[1].set()
+    gates[2].set()
+    assert sorted(await overlapped.drain()) == [0, 1, 2]
+    assert most == 2
+
+
+async def test_a_failure_cancels_the_others_and_is_raised() -> None:
+    log: list[str] = []
+
+    async def fails() -> int:
+        await let_others_run()
+        raise ConnectionError("page write")
+
+    async def hangs() -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        return 0
+
+    overlapped: Overlapped[int] = Overlapped(2)
+    await overlapped.submit(hangs())
+    await overlapped.submit(fails())
+    with pytest.raises(ConnectionError, match="page write"):
+        await overlapped.drain()
+    assert log == ["cancelled"]
+
+
+async def test_cancel_leaves_nothing_running() -> None:
+    started = asyncio.Event()
+
+    async def hangs() -> int:
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    overlapped: Overlapped[int] = Overlapped(2)
+    await overlapped.submit(hangs())
+    await started.wait()
+    await overlapped.cancel()
+    assert await overlapped.drain() == []
