@@ -322,16 +322,14 @@ class Projector:
             highwater, position = consumer.highwater(tp), self.offsets.position(tp)
             if highwater is not None and position is not None:
                 self.metrics.lag.labels(str(tp.partition)).set(max(highwater - position, 0))
-        if not commits:
-            return
         try:
-            await consumer.commit(commits)
+            if commits:
+                await consumer.commit(commits)
+                self.offsets.committed(commits)
         except (CommitFailedError, IllegalStateError) as exc:
             # A partition moved to another member: it re-reads from the last commit and
             # the version guard makes the repeat harmless.
             log.info("projector.commit_lost", error=str(exc))
-            return
-        self.offsets.committed(commits)
 
     async def partitions_revoked(
         self, consumer: AIOKafkaConsumer, revoked: Collection[TopicPartition]
