@@ -16,7 +16,9 @@ QBO quirks reproduced here:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -77,26 +79,9 @@ Predicate = Callable[[Stored], bool]
 
 def execute(books: RealmBooks, query: Query) -> dict[str, Any]:
     """Return the ``QueryResponse`` object for ``query``."""
-    fields = _FIELDS[query.entity]
-    predicates = [_predicate(fields, query.entity, cond) for cond in query.where]
-    if query.entity == CUSTOMER and not query.mentions("Active"):
-        predicates.append(lambda s: s.data.get("Active", True) is True)
-    candidates, ordered = _candidates(books, query)
-    rows: Iterable[Stored] = candidates
-    if predicates:
-        rows = (s for s in candidates if all(p(s) for p in predicates))
     if query.count:
-        return {"totalCount": sum(1 for _ in rows)}
-    if query.order_by:
-        result = list(rows)
-        for order in reversed(query.order_by):
-            name, kind = _field(fields, query.entity, order.field)
-            getter = _getter(name, kind)
-            result.sort(key=lambda s, g=getter: _sort_key(g(s)), reverse=order.descending)  # type: ignore[misc]
-    elif ordered:
-        result = rows if isinstance(rows, list) else list(rows)
-    else:
-        result = sorted(rows, key=_numeric_id)
+        return {"totalCount": len(_matching(books, query))}
+    result = _matching(books, query)
     start = query.start_position - 1
     page = result[start : start + query.max_results]
     if not page:
@@ -111,6 +96,48 @@ def execute(books: RealmBooks, query: Query) -> dict[str, Any]:
         "startPosition": query.start_position,
         "maxResults": len(objects),
     }
+
+
+# Per realm's books: the rows of recent queries, before paging, with the length of the change
+# log they were read at. Paging through 100,000 invoices asks the same query once a page; kept
+# until the books change, a page costs its slice instead of a filter and a sort of everything.
+_answers: weakref.WeakKeyDictionary[RealmBooks, dict[Query, tuple[int, list[Stored]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_ANSWERS_KEPT = 16
+
+
+def _matching(books: RealmBooks, query: Query) -> list[Stored]:
+    """Every row of ``query`` in its order, before paging (every change is logged, so the log's
+    length says whether a kept answer still holds)."""
+    key = replace(query, fields=None, start_position=1, max_results=1)
+    version = len(books.change_log)
+    kept = _answers.setdefault(books, {})
+    answer = kept.get(key)
+    if answer is not None and answer[0] == version:
+        return answer[1]
+    fields = _FIELDS[query.entity]
+    predicates = [_predicate(fields, query.entity, cond) for cond in query.where]
+    if query.entity == CUSTOMER and not query.mentions("Active"):
+        predicates.append(lambda s: s.data.get("Active", True) is True)
+    candidates, ordered = _candidates(books, query)
+    rows: Iterable[Stored] = candidates
+    if predicates:
+        rows = (s for s in candidates if all(p(s) for p in predicates))
+    if query.order_by:
+        result = list(rows)
+        for order in reversed(query.order_by):
+            name, kind = _field(fields, query.entity, order.field)
+            getter = _getter(name, kind)
+            result.sort(key=lambda s, g=getter: _sort_key(g(s)), reverse=order.descending)  # type: ignore[misc]
+    elif ordered:
+        result = list(rows)
+    else:
+        result = sorted(rows, key=_numeric_id)
+    if len(kept) >= _ANSWERS_KEPT:
+        kept.clear()
+    kept[key] = (version, result)
+    return result
 
 
 def _candidates(books: RealmBooks, query: Query) -> tuple[list[Stored], bool]:

@@ -118,7 +118,12 @@ async def api_service(
     metrics = ApiMetrics(counter)
     db = mongo[settings.mongodb_database]
     projector = Projector(
-        ReadInvoices(db), DeadLetters(producer, settings.dead_letter_topic), metrics, clock=clock
+        ReadInvoices(db),
+        DeadLetters(producer, settings.dead_letter_topic),
+        metrics,
+        clock=clock,
+        batch_size=settings.projector_batch_size,
+        read_ahead=settings.projector_read_ahead,
     )
     service = ApiService(
         settings,

@@ -87,10 +87,11 @@ class ReadInvoices:
         newer; answer what happened to each doc, in order (a doc superseded within `docs` is
         STALE). Idempotent and order-safe like `apply`, at a fraction of its cost per doc.
 
-        First versions are inserted without a read (nothing older can be stored); for the rest,
+        First versions are inserted without a read (nothing older can be stored); a later one
+        is first written over its predecessor (`_advance`); for those that found something else,
         one read of the stored versions, one `insert_many` for the invoices not stored yet, and
-        the guarded `apply` only for those whose stored version is older: on FerretDB v1 every
-        guarded write scans the collection, the insert and the read do not.
+        a compare-and-set only for those whose stored version is older (on FerretDB v1 a `$lt`
+        guard scans the collection; equalities, the insert and the read do not).
         Once `time_budget` seconds have gone by, no more updates are started: the docs from the
         first one not done onwards are left unwritten and answered None, for the caller to apply
         later (so a batch need not outlast Kafka's max.poll.interval).
@@ -107,17 +108,40 @@ class ReadInvoices:
         # reading first (invariant 3). On FerretDB that read is one lookup per key, most of the
         # cost of projecting a refresh's new invoices.
         first = {k for k, i in newest.items() if docs[i]["version"] == FIRST_VERSION}
-        stored_docs = await self.held([k for k in newest if k not in first])
-        stored = {doc["_id"]: int(doc["version"]) for doc in stored_docs}
         cut = len(docs)  # the docs from here on are left for later
-        older = [i for k, i in newest.items() if k in stored and stored[k] < docs[i]["version"]]
-        for n, i in enumerate(sorted(older)):
-            # At least one update per call, so a batch always makes progress.
-            if n and time_budget is not None and time.monotonic() - started > time_budget:
+
+        def out_of_time(n: int) -> bool:
+            # At least one update per loop, so a batch always makes progress.
+            return bool(n) and time_budget is not None and time.monotonic() - started > time_budget
+
+        # A later version nearly always follows the one stored just before it (the write model
+        # numbers versions one by one, and an invoice's events come in order): it is first
+        # tried as a compare-and-set on that predecessor, one round trip instead of a read and
+        # a write. Only those that find something else stored are read.
+        later = sorted(i for k, i in newest.items() if k not in first)
+        replaced: list[Document] = []
+        for n, i in enumerate(later):
+            if out_of_time(n):
                 cut = i
                 break
+            before = await self._advance(docs[i])
+            if before is not None:
+                applied[i] = Applied.STORED
+                replaced.append(before)
+        unsure = [i for i in later if i < cut and applied[i] is not Applied.STORED]
+        stored_docs = await self.held([docs[i]["_id"] for i in unsure])
+        stored = {doc["_id"]: int(doc["version"]) for doc in stored_docs}
+        older = [i for i in unsure if docs[i]["_id"] in stored]
+        older = [i for i in older if stored[docs[i]["_id"]] < docs[i]["version"]]
+        for n, i in enumerate(older):
+            if out_of_time(n):
+                cut = i
+                break
+            # (A later version stored by `_advance` past this cut is left for later all the
+            # same: read again, it counts as stale.)
             applied[i] = await self._replace(docs[i], stored[docs[i]["_id"]])
-        inserts = [i for k, i in newest.items() if k not in stored and i < cut]
+        inserts = [i for i in [*unsure, *(newest[k] for k in first)] if i < cut]
+        inserts = [i for i in inserts if docs[i]["_id"] not in stored]
         if inserts:
             try:
                 await self._collection.insert_many([docs[i] for i in inserts], ordered=False)
@@ -134,7 +158,7 @@ class ReadInvoices:
         # Every customer of the batch gets a new revision, written or stale alike (a stale doc
         # may be a redelivery after a crash that wrote it but never stamped its customer), and
         # so does the customer an invoice was moved away from.
-        await self._touch([*(docs[i] for i in newest.values() if i < cut), *stored_docs])
+        await self._touch([*(docs[i] for i in newest.values() if i < cut), *stored_docs, *replaced])
         return applied
 
     async def _touch(self, docs: Iterable[Document]) -> None:
@@ -154,6 +178,16 @@ class ReadInvoices:
         key = customer_key(customer)
         doc = await self._customers.find_one({"_id": key}) if key is not None else None
         return str(doc["revision"]) if doc is not None else None
+
+    async def _advance(self, doc: Document) -> Document | None:
+        """Store `doc` over its predecessor (`version` - 1) if that is what is stored: a
+        compare-and-set on equalities, which FerretDB hands to its backend. Answers the document
+        replaced (its customer may be another: the touch needs it), or None."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        # No projection: FerretDB v1 does not implement one in findAndModify.
+        return await self._collection.find_one_and_update(
+            {"_id": doc["_id"], "version": doc["version"] - 1}, {"$set": fields}
+        )
 
     async def _replace(self, doc: Document, held: int) -> Applied:
         """Store `doc` over the version just read as stored: a compare-and-set on equalities,

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # already stored scans the collection, and a batch must finish within Kafka's
     # max.poll.interval (5 minutes) or the consumer is dropped from its group.
     projector_batch_size: int = Field(default=500, ge=1)
+    # Events the projector reads ahead of its batches (about 1 KB each), so that a batch can
+    # take a small company's waiting events before another company's backlog.
+    projector_read_ahead: int = Field(default=50_000, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from bson.errors import InvalidDocument
 from services.common import jsoncodec
 from services.common.messages import EntityChange, MapCustomer, RefreshInvoices, SyncChanges
 from services.common.mongo import Document
+from services.sync.overlap import Overlapped, read_ahead
 from services.sync.ports import (
     Checkpoints,
     Connections,
@@ -47,6 +48,9 @@ log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
 IDS_PER_QUERY = 200  # keeps `Id IN (…)` queries well inside URL limits
+# A refresh's pages being stored and emitted at once (services/sync/overlap.py); across realms
+# `Dependencies.page_writes` bounds them.
+PAGES_WRITTEN_AT_ONCE = 2
 CDC_MAX_LOOKBACK = timedelta(days=30)  # Intuit refuses older changedSince values
 CDC_FULL = 1000  # Intuit returns at most 1000 objects per entity per CDC call
 CDC_ENTITIES = ("Invoice", "Customer")
@@ -260,19 +264,38 @@ async def _sync_customer_invoices(
     stored_before = known.live_keys()
     returned: set[str] = set()
     counts = Counts()
-    async for objects in deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE):
-        counts.fetched += len(objects)
-        async with cpu_turn():
-            page = _records(realm_id, objects)
-        returned.update(r.key for r in page.records)
-        returned.update(r.key for r in page.rejected if r.invoice_id is not None)
-        async with deps.page_writes:
-            counts.add(*await _store_and_emit(deps, realm_id, page, command_id, source, known))
+    pages = read_ahead(deps.qbo.query_pages(realm_id, select, page_size=PAGE_SIZE))
+    writes: Overlapped[tuple[int, int]] = Overlapped(PAGES_WRITTEN_AT_ONCE)
+    try:
+        async for objects in pages:
+            counts.fetched += len(objects)
+            async with cpu_turn():
+                page = _records(realm_id, objects)
+            returned.update(r.key for r in page.records)
+            returned.update(r.key for r in page.rejected if r.invoice_id is not None)
+            await writes.submit(_write_page(deps, realm_id, page, command_id, source, known))
+        for stored, emitted in await writes.drain():
+            counts.add(stored, emitted)
+    except BaseException:
+        await writes.cancel()  # an interrupted page's open outbox entry is flushed later
+        raise
     missing = sorted(stored_before - returned)
     if missing:
         counts.reconciled = len(missing)
         counts.add(*await _reconcile(deps, realm_id, missing, command_id, source))
     return counts
+
+
+async def _write_page(
+    deps: Dependencies,
+    realm_id: str,
+    page: Page,
+    command_id: str,
+    source: str,
+    known: StoredVersions,
+) -> tuple[int, int]:
+    async with deps.page_writes:
+        return await _store_and_emit(deps, realm_id, page, command_id, source, known)
 
 
 async def _reconcile(

@@ -55,12 +55,12 @@ from services.common.messages import (
     SyncChanges,
     parse_command,
 )
+from services.common.offsets import OffsetTracker
 from services.common.schemas import MessageInvalid
 from services.common.statuses import CommandStatus
 from services.sync import handlers, metrics
 from services.sync.handlers import CommandRejected, Dependencies
 from services.sync.metrics import SyncMetrics
-from services.sync.offsets import OffsetTracker
 from services.sync.ports import CommandRecords
 from services.sync.quickbooks.errors import (
     QboError,

@@ -329,3 +329,23 @@ async def test_read_by_id_and_missing_object(
     assert status == 400
     error = body["Fault"]["Error"][0]
     assert (error["code"], error["Message"]) == ("610", "Object Not Found")
+
+
+async def test_pages_of_a_query_asked_again_follow_every_change_in_between(
+    books: EmulatorState, emu: RunningEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    query = "select * from Invoice where CustomerRef = '1' orderby TotalAmt desc"
+
+    async def page(start: int) -> list[str]:
+        _, body = await run_query(
+            session, emu, token, f"{query} startposition {start} maxresults 3"
+        )
+        return [i["Id"] for i in body["QueryResponse"].get("Invoice", [])]
+
+    assert await page(1) == ["25", "21", "17"]
+    # The same query again (the next page) after an invoice moved, one was added, one changed.
+    books.update_invoice(REALM, "17", {"CustomerRef": {"value": "2"}})
+    books.create_invoice(REALM, {"CustomerRef": {"value": "1"}, "TotalAmt": "99.00"})
+    books.update_invoice(REALM, "1", {"TotalAmt": "50.00"})
+    assert await page(1) == ["26", "1", "25"]
+    assert await page(4) == ["21", "13", "9"]

@@ -640,3 +640,51 @@ async def test_a_first_version_is_inserted_unread_and_never_overwrites_a_newer_o
         row["_id"]: (row["version"], row["by"]) async for row in mongo_db["read_invoices"].find({})
     }
     assert rows == {invoice_key(REALM, "1"): (3, "newer"), invoice_key(REALM, "2"): (1, "batch")}
+
+
+class RecordingReadInvoices(ReadInvoices):
+    """The real collection, remembering the (key, version) of each batch it was given."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self.batches: list[list[tuple[str, int]]] = []
+
+    async def apply_many(
+        self, docs: Sequence[Document], time_budget: float | None = None
+    ) -> list[Applied | None]:
+        self.batches.append([(d["_id"], d["version"]) for d in docs])
+        return await super().apply_many(docs, time_budget)
+
+
+async def test_a_small_companys_event_is_projected_ahead_of_another_companys_backlog(
+    settings: Settings, mongo_db: AsyncDatabase[Document]
+) -> None:
+    busy, idle = "9130350000000077", "9130350000000078"
+    # A busy company's three versions of 600 invoices, then one change of an idle company.
+    backlog = [invoice_event(str(i), v, realm_id=busy) for v in (1, 2, 3) for i in range(600)]
+    await produce_events(settings, *backlog, invoice_event("1", 1, realm_id=idle))
+    store = RecordingReadInvoices(mongo_db)
+    projector, producer = make_projector(settings, mongo_db, store)
+    projector.batch_size = 100
+    task = await start(projector, settings)
+    try:
+        handled = await RunningProjector(projector).wait_handled(len(backlog) + 1)
+        per_partition: dict[int, int] = {}
+        for record in await consume_all(settings, settings.invoice_events_topic, 1801):
+            per_partition[record.partition] = per_partition.get(record.partition, 0) + 1
+        await eventually(lambda: committed_offsets(settings), lambda o: o == per_partition)
+    finally:
+        await stop(task, producer)
+
+    # In offset order it would have come after most of the 18 batches of the backlog.
+    first = next(n for n, b in enumerate(store.batches) if (invoice_key(idle, "1"), 1) in b)
+    assert first <= 1 and len(store.batches) >= 18
+    # Each invoice's versions reached the read model in order, once each.
+    seen: dict[str, list[int]] = {}
+    for batch in store.batches:
+        for key, version in batch:
+            seen.setdefault(key, []).append(version)
+    assert all(versions == sorted(versions) for versions in seen.values())
+    assert handled["dead_lettered"] == 0.0 and handled["stored"] + handled["stale"] == 1801.0
+    rows = {row["_id"]: row["version"] async for row in mongo_db["read_invoices"].find({})}
+    assert rows == {invoice_key(busy, str(i)): 3 for i in range(600)} | {invoice_key(idle, "1"): 1}

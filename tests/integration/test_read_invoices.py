@@ -12,7 +12,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.api.readmodel import invoice_key, read_invoice
 from services.api.store import Applied, ReadInvoices
-from services.common.mongo import Document
+from services.common.mongo import CommandCounter, Document, make_client
+from services.common.settings import Settings
 from tests.api_support import REALM, invoice_event
 
 pytestmark = pytest.mark.integration
@@ -53,3 +54,32 @@ async def test_an_up_to_date_read_replaces_by_compare_and_set(
     applied = await ReadInvoices(mongo_db).apply_many([doc("1", 2), doc("1", 4), doc("1", 3)])
     assert applied == [Applied.STALE, Applied.STORED, Applied.STALE]
     assert await stored_version(mongo_db, "1") == 4
+
+
+async def test_a_later_version_is_written_over_its_predecessor_in_one_command(
+    settings: Settings,
+) -> None:
+    counter = CommandCounter()
+    client = make_client(settings.mongodb_uri, counter=counter)
+    db = client[settings.mongodb_database]
+    try:
+        store = ReadInvoices(db)
+        await db["read_invoices"].insert_many([doc("1", 1), doc("2", 4)])
+        counter.counts.clear()
+        # "1" follows its stored predecessor, under another customer now; "2" does not.
+        moved = read_invoice(invoice_event("1", 2, qbo_customer_id="77"), datetime.now(UTC))
+        applied = await store.apply_many([moved])
+        written = dict(counter.counts)
+        repeated = await store.apply_many([moved, doc("2", 3)])
+        revisions = {c["_id"] async for c in db["read_customers"].find({})}
+    finally:
+        await client.close()
+
+    assert applied == [Applied.STORED] and repeated == [Applied.STALE, Applied.STALE]
+    # One compare-and-set, no read first; then the revisions of both customers, the one it
+    # left included, in one bulk write.
+    assert written == {
+        ("service", "findAndModify", "read_invoices"): 1,
+        ("service", "update", "read_customers"): 1,
+    }
+    assert revisions == {f"{REALM}:58", f"{REALM}:77"}

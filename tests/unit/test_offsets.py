@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.sync.offsets import OffsetTracker
+from services.common.offsets import OffsetTracker
 
 
 def test_out_of_order_completion_commits_only_up_to_the_lowest_unfinished() -> None:

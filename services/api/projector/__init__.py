@@ -2,9 +2,12 @@
 
 Delivery is at least once and partitions may be re-read, so projection is idempotent and
 order-safe: a version is stored only when it is newer than the stored one
-(`ReadInvoices.apply_many`). Records are projected a `getmany` batch at a time, because on
-FerretDB v1 the cost is per query rather than per event (see `ReadInvoices.apply_many`). An
-offset is committed only after the writes it stands for (docs/design.md invariant 5). An event
+(`ReadInvoices.apply_many`). Records are projected a batch at a time, because on FerretDB v1
+the cost is per query rather than per event (see `ReadInvoices.apply_many`); the projector
+reads ahead of its batches and fills each with the companies that have the fewest events
+waiting first, so a company's change is not held behind another's refresh
+(`services/api/backlog.py`, docs/design.md invariant 14). An offset is committed only up to
+the lowest record not yet projected (docs/design.md invariant 5). An event
 that can never be projected (not JSON, off-contract, inexact money) goes to the dead-letter
 topic with the reason, and is committed past so one bad record cannot stall its partition; a
 failing database is different: the record is retried, never skipped.

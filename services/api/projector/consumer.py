@@ -1,18 +1,30 @@
-"""The projector in its consumer group: batch after batch, each committed after its writes,
-rewound and retried with back-off when Kafka or the database fails."""
+"""The projector in its consumer group: it reads ahead of its batches into a backlog, projects
+a batch at a time with the companies that have the fewest events waiting first
+(`services/api/backlog.py`, docs/design.md invariant 14), and commits each partition only up to
+its lowest event not projected yet; on a failure of Kafka or the database it retries with
+back-off."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from services.api.projector.projection import RETRYABLE, ProjectionInterrupted, Projector
+from services.api.backlog import EventBacklog, in_offset_order
+from services.api.projector.projection import (
+    RETRYABLE,
+    ProjectionInterrupted,
+    Projector,
+    Record,
+)
 from services.common.kafka import ensure_topics, make_consumer, topics_for
 from services.common.mongo import counted_as
+from services.common.offsets import OffsetTracker
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,10 +43,11 @@ async def _run_projector(settings: Settings, projector: Projector) -> None:
         consumer = make_consumer(
             settings.kafka_bootstrap_servers,
             settings.projector_consumer_group,
-            settings.invoice_events_topic,
             client_id=f"{settings.kafka_client_id}-projector",
             max_poll_records=settings.projector_batch_size,
         )
+        loop = ProjectorLoop(projector, consumer)
+        consumer.subscribe([settings.invoice_events_topic], listener=_Rebalance(loop))
         try:
             await projector.read_invoices.prepare()
             legacy = await projector.read_invoices.without_sort_keys()
@@ -49,7 +62,7 @@ async def _run_projector(settings: Settings, projector: Projector) -> None:
             await consumer.start()
             log.info("projector.started", topic=settings.invoice_events_topic)
             failures = 0
-            await consume(projector, consumer)
+            await loop.run()
         except Exception as exc:
             # Infrastructure failures are expected (RETRYABLE); anything else is a bug, but the
             # projector must not die silently inside the api process: log it and start again.
@@ -64,49 +77,106 @@ async def _run_projector(settings: Settings, projector: Projector) -> None:
             await consumer.stop()
 
 
-async def consume(projector: Projector, consumer: AIOKafkaConsumer) -> None:
-    """Project batch after batch until cancelled; commit each batch after its writes."""
-    failures = 0
-    while True:
-        batches = await consumer.getmany(timeout_ms=500)
-        if not batches:
-            continue
-        done = await _project_batches(projector, consumer, batches)
-        failures = 0 if done else failures + 1
-        if not done:
-            await asyncio.sleep(projector.delay_after(failures))
+@dataclass
+class ProjectorLoop:
+    """One consumer's run: its backlog of events read ahead and what of each partition is done."""
 
+    projector: Projector
+    consumer: AIOKafkaConsumer
+    backlog: EventBacklog = field(default_factory=EventBacklog)
+    offsets: OffsetTracker[TopicPartition] = field(default_factory=OffsetTracker)
 
-async def _project_batches(
-    projector: Projector,
-    consumer: AIOKafkaConsumer,
-    batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-) -> bool:
-    """Project one `getmany` worth of records together, so the read model is read once per
-    batch rather than once per partition, then commit what is done. On a retryable failure,
-    rewind the unfinished partitions (after committing what is done) and report False."""
-    failed = False
-    try:
-        projected = await projector.project([r for rs in batches.values() for r in rs])
-        resume_at = projected.resume_at
-    except ProjectionInterrupted as interrupted:
-        resume_at = interrupted.resume_at
-        failed = True
-    commits: dict[TopicPartition, int] = {}
-    for tp, records in batches.items():
-        next_offset = resume_at.get(tp, records[-1].offset + 1)
-        if tp in resume_at:
-            consumer.seek(tp, next_offset)
-        if next_offset > records[0].offset:
-            commits[tp] = next_offset
-        highwater = consumer.highwater(tp)
-        if highwater is not None:
-            projector.metrics.lag.labels(str(tp.partition)).set(max(highwater - next_offset, 0))
-    if commits:
+    async def run(self) -> None:
+        """Project until cancelled: read ahead into the backlog (at most `read_ahead` events),
+        project a batch of it, smallest companies first, commit what is done."""
+        failures = 0
+        while True:
+            await self._read_ahead()
+            if not self.backlog:
+                continue
+            done = await self._project_next()
+            failures = 0 if done else failures + 1
+            if not done:
+                await asyncio.sleep(self.projector.delay_after(failures))
+
+    async def _read_ahead(self) -> None:
+        """Take what Kafka has ready (waiting for it only when nothing is left to project),
+        pausing every partition while the backlog holds `read_ahead` events."""
+        consumer, read_ahead = self.consumer, self.projector.read_ahead
+        full = len(self.backlog) >= read_ahead
+        if full and not consumer.paused():
+            consumer.pause(*consumer.assignment())
+        elif not full and consumer.paused():
+            consumer.resume(*consumer.paused())
+        batches = await consumer.getmany(
+            timeout_ms=0 if self.backlog else 500,
+            max_records=max(read_ahead - len(self.backlog), 1),
+        )
+        for tp, records in batches.items():
+            self.backlog.add(r for r in records if self.offsets.received(tp, r.offset))
+
+    async def _project_next(self) -> bool:
+        """Project one batch of the backlog, put back what is left for later, commit every
+        partition up to its lowest event not done. On a retryable failure, report False (the
+        batch's unfinished events are back in the backlog)."""
+        batch = in_offset_order(self.backlog.take(self.projector.batch_size))
+        failed = False
         try:
-            await consumer.commit(commits)
-        except CommitFailedError as exc:
+            resume_at = (await self.projector.project(batch)).resume_at
+        except ProjectionInterrupted as interrupted:
+            resume_at = interrupted.resume_at
+            failed = True
+        left: list[Record] = []
+        for record in batch:
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in resume_at and record.offset >= resume_at[tp]:
+                left.append(record)
+            else:
+                self.offsets.done(tp, record.offset)
+        owned = self.consumer.assignment()
+        self.backlog.put_back(r for r in left if TopicPartition(r.topic, r.partition) in owned)
+        await self.commit()
+        return not failed
+
+    async def commit(self, partitions: Collection[TopicPartition] | None = None) -> None:
+        """Commit each owned partition (of `partitions`, or all) up to its lowest event not
+        projected yet."""
+        owned = self.consumer.assignment()
+        commits = {
+            tp: offset
+            for tp, offset in self.offsets.committable().items()
+            if tp in owned and (partitions is None or tp in partitions)
+        }
+        for tp in owned:
+            highwater, position = self.consumer.highwater(tp), self.offsets.position(tp)
+            if highwater is not None and position is not None:
+                lag = max(highwater - position, 0)
+                self.projector.metrics.lag.labels(str(tp.partition)).set(lag)
+        try:
+            if commits:
+                await self.consumer.commit(commits)
+                self.offsets.committed(commits)
+        except (CommitFailedError, IllegalStateError) as exc:
             # A partition moved to another member: it re-reads from the last commit and
             # the version guard makes the repeat harmless.
             log.info("projector.commit_lost", error=str(exc))
-    return not failed
+
+    async def partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        """Before another member takes `revoked`: commit what is done of them (never past
+        what is not) and forget their events; the next owner reads them again."""
+        with contextlib.suppress(KafkaError):
+            await self.commit(revoked)
+        self.backlog.drop(revoked)
+        for tp in revoked:
+            self.offsets.forget(tp)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no hints
+    def __init__(self, loop: ProjectorLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._loop.partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        pass

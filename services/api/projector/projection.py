@@ -83,6 +83,10 @@ class Projector:
     # so a batch of them could otherwise outlast Kafka's max.poll.interval (5 minutes) and get
     # the consumer dropped from its group, batch after batch.
     batch_time_budget: float | None = 60.0
+    # Events per batch, and events read ahead of the batches: how far behind other companies'
+    # events a company's own can be found (services/api/backlog.py).
+    batch_size: int = 500
+    read_ahead: int = 50_000
 
     async def project(self, records: Sequence[Record]) -> Projected:
         """Project a batch (any partitions, each in offset order).

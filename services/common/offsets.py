@@ -1,13 +1,14 @@
 """Which offset of each partition may be committed while records finish out of order.
 
-The worker runs several realms' commands at once, so a partition's records complete in any
-order. Kafka keeps one committed offset per partition, meaning "everything below is done". The
+The sync worker runs several realms' commands at once, and the api's projector projects the
+events it read ahead a company at a time, so a partition's records complete in any order.
+Kafka keeps one committed offset per partition, meaning "everything below is done". The
 tracker therefore hands out, per partition, the lowest offset that is not yet done (the
-key-ordered mode of Confluent's Parallel Consumer works the same way): a crash redelivers every
-record from there on, done or not, and loses none (docs/design.md invariants 5 and 8). Records done
-above that offset are redelivered too; handlers are idempotent.
+key-ordered mode of Confluent's Parallel Consumer works the same way): a crash redelivers
+every record from there on, done or not, and loses none (docs/design.md invariants 5 and 8).
+Records done above that offset are redelivered too; handlers are idempotent.
 
-Pure bookkeeping, no I/O: the worker feeds it what it receives and what finishes, and commits
+Pure bookkeeping, no I/O: the consumer feeds it what it receives and what finishes, and commits
 what `committable` returns.
 """
 
