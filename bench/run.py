@@ -14,6 +14,9 @@ Order matters, so that no figure pays for another's work:
 - 4b. webhook -> stored with figure 1's 100,000 invoices in the write model: on FerretDB v1
   every guarded write scans the collection, so this is where the size of the books shows.
 - 6. the api started again projects figure 1's events (catch-up): CPU and commands per event.
+- 4c. and 5b. again, now that the write model and the read model hold figure 1's invoices too:
+  webhook -> visible, and the listing load with the listing cache, then (5c) with the cache off
+  (`API_LISTING_CACHE_ENTRIES=0`: every GET reads the page and the totals).
 - 7. a separate refresh of "profiled", with both services' profilers on (`bench.profiled`):
   the top functions, written next to the results. Separate, so no figure pays the profiler.
 
@@ -75,9 +78,16 @@ class Figures:
     """Everything measured, gathered before the report is written in figure order."""
 
     webhook: list[float] | None = None
+    webhook_full: list[float] | None = None  # 4c., everything stored and projected
+    webhook_full_api: Costs | None = None
     load_api: LoadResult | None = None
+    load_full: LoadResult | None = None  # 5b., everything stored and projected
+    load_full_costs: Costs | None = None
+    load_uncached: LoadResult | None = None  # 5c., the same with the listing cache off
+    load_uncached_costs: Costs | None = None
     load_bare: LoadResult | None = None
     payload_bytes: int = 0
+    payload: bytes = b""  # figure 5's listing body, which the bare endpoint serves
     sync: FullSync | None = None
     sync_rss_mib: float = 0.0
     naive: baselines.Throughput | None = None
@@ -174,6 +184,7 @@ async def _figures_1_to_7(
             )
             log.warning("bench.http_load", seconds=options.load_seconds)
             await _http_load(figures, http, stack, api_child, options, logs)
+            await _bare_load(figures, options, logs)
             await api_child.stop()
 
             await _write_side(figures, options, settings, db, admin, stack, sync, big, http)
@@ -189,6 +200,29 @@ async def _figures_1_to_7(
             log.warning("bench.catch_up")
             api_child = await stack.start_api()
             await _catch_up(figures, http, settings, stack, api_child)
+            log.warning("bench.full_size_reads", changes=options.webhook_changes)
+            api_before = await api_snapshot(http, stack.api_url, api_child)
+            figures.webhook_full = await webhook_latencies(
+                admin,
+                api,
+                stack.sync_url,
+                REALM,
+                SMALL,
+                small_ids,
+                options.webhook_changes,
+                first=options.webhook_changes + options.probe_changes,
+            )
+            figures.webhook_full_api = Costs.between(
+                api_before, await api_snapshot(http, stack.api_url, api_child)
+            )
+            figures.load_full, figures.load_full_costs = await _http_load(
+                figures, http, stack, api_child, options, logs
+            )
+            await api_child.stop()
+            api_child = await stack.start_api({"API_LISTING_CACHE_ENTRIES": "0"})
+            figures.load_uncached, figures.load_uncached_costs = await _http_load(
+                figures, http, stack, api_child, options, logs
+            )
             if profile_dir is not None:
                 log.warning("bench.profile", invoices=options.profile_invoices)
                 await _profile(figures, settings, db, profile_dir, sync, api_child, profiled)
@@ -432,6 +466,38 @@ def build_report(f: Figures, options: BenchOptions, run_id: str) -> Report:
             "projector MongoDB commands per event",
             _per(c.commands["projector"], c.events_projected),
         )
+    if f.webhook_full:
+        s = (
+            f"4c. webhook -> visible in the api, {options.invoices:,} more invoices stored and "
+            f"projected ({len(f.webhook_full)} changes)"
+        )
+        report.add(s, "p50", percentile(f.webhook_full, 50) * 1000, "ms")
+        report.add(s, "p99", percentile(f.webhook_full, 99) * 1000, "ms")
+        if f.webhook_full_api is not None:
+            projector = f.webhook_full_api.commands["projector"]
+            report.add(
+                s, "projector MongoDB commands per change", _per(projector, len(f.webhook_full))
+            )
+    for name, load, costs in (
+        ("5b. the same GET load, everything stored and projected", f.load_full, f.load_full_costs),
+        (
+            "5c. the same, listing cache off (API_LISTING_CACHE_ENTRIES=0)",
+            f.load_uncached,
+            f.load_uncached_costs,
+        ),
+    ):
+        if load is None:
+            continue
+        report.add(name, "api requests/s", load.requests_per_s)
+        report.add(name, "api p50", load.p50_ms, "ms")
+        report.add(name, "api p99", load.p99_ms, "ms")
+        report.add(name, "api errors", load.errors)
+        if costs is not None and costs.requests:
+            commands = _per(costs.commands["service"], costs.requests)
+            report.add(name, "api MongoDB commands per request", commands)
+            report.add(
+                name, "api process CPU per request", _per(costs.cpu_s, costs.requests) * 1e6, "µs"
+            )
     if f.profiles and f.profile_sync is not None:
         s = (
             f"7. profiled refresh of {f.profile_sync.stored:,} invoices: top functions by own "
@@ -582,16 +648,24 @@ async def _http_load(
     api: Child,
     options: BenchOptions,
     logs: Path,
-) -> None:
+) -> tuple[LoadResult, Costs]:
+    """The listing load against the api; figure 5 when it is the first."""
     limit = min(options.small_invoices, 200)
     url = f"{stack.api_url}/api/customers/{SMALL}/invoices?limit={limit}"
     async with http.get(url, headers=AUTH) as response:
-        payload = await response.read()
-    figures.payload_bytes = len(payload)
+        figures.payload = await response.read()
+    figures.payload_bytes = len(figures.payload)
     before = await api_snapshot(http, stack.api_url, api)
-    figures.load_api = await run_loadgen(url, options.load_connections, options.load_seconds, AUTH)
-    figures.load_costs = Costs.between(before, await api_snapshot(http, stack.api_url, api))
-    bare, bare_url = await bare_server(payload, logs)
+    load = await run_loadgen(url, options.load_connections, options.load_seconds, AUTH)
+    costs = Costs.between(before, await api_snapshot(http, stack.api_url, api))
+    if figures.load_api is None:
+        figures.load_api, figures.load_costs = load, costs
+    return load, costs
+
+
+async def _bare_load(figures: Figures, options: BenchOptions, logs: Path) -> None:
+    """A bare Starlette endpoint serving figure 5's body, under the same load."""
+    bare, bare_url = await bare_server(figures.payload, logs)
     try:
         figures.load_bare = await run_loadgen(
             bare_url, options.load_connections, options.load_seconds, {}

@@ -168,12 +168,14 @@ class Stack:
             await sync.wait_http(f"{self.sync_url}/healthz")
         return sync
 
-    async def start_api(self) -> Child:
+    async def start_api(self, env: Mapping[str, str] | None = None) -> Child:
+        """The api; `env` adds to (or overrides) the run's environment."""
         api = self.child(
             "api",
             *self._service_args(
                 "api", "services.api", "--host", "127.0.0.1", "--port", str(self.api_port)
             ),
+            env={**self.env(), **(env or {})},
         )
         await api.start()
         await api.wait_http(f"{self.api_url}/readyz")

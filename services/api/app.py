@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 
 from services.api.auth import ApiTokens, load_api_tokens
 from services.api.handlers.probes import ProjectorState
+from services.api.listing_cache import ListingCache
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.producer import LazyProducer
 from services.api.projector import DeadLetters, Projector, run_projector
@@ -81,6 +82,7 @@ class ApiService:
                 clock=self.clock,
                 ping_mongo=ping_mongo,
                 projector_state=self.projector_state,
+                listings=ListingCache(max_entries=self.settings.api_listing_cache_entries),
             )
         )
         return Starlette(

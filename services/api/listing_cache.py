@@ -53,7 +53,7 @@ class ListingCache:
     def put(self, key: tuple[str, ...], revision: str | None, body: bytes) -> None:
         """File `body`, rendered from reads made after `revision` was read. Nothing is kept
         without a revision (a customer the projector never stamped: an older read model)."""
-        if revision is None or len(body) > MAX_BODY:
+        if revision is None or len(body) > MAX_BODY or not self._max_entries:
             return
         self._entries[key] = (revision, self._clock(), body)
         self._entries.move_to_end(key)

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Run the event projector inside the api process (a separate projector process may be run
     # instead with `python -m services.api.projector`).
     api_run_projector: bool = True
+    # Rendered listings the api keeps per process, each valid for one revision of its customer
+    # (services/api/listing_cache.py); 0 turns the cache off (every GET reads the read model).
+    api_listing_cache_entries: int = Field(default=512, ge=0)
     # Records the projector takes per batch. It reads the read model's versions once per batch,
     # so bigger batches are cheaper per event; but on FerretDB v1 each update of an invoice
     # already stored scans the collection, and a batch must finish within Kafka's
