@@ -8,11 +8,11 @@ Delivery guarantees are decided here, once:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -134,3 +134,24 @@ async def delete_topics(bootstrap_servers: str, names: Iterable[str]) -> None:
         await admin.delete_topics(list(names))
     finally:
         await admin.close()
+
+
+class RevokeFirst(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no hints
+    """A rebalance listener that lets its consumer finish with the partitions taken away
+    (`on_revoked`: commit what is done, forget the rest) before another member gets them."""
+
+    def __init__(
+        self,
+        on_revoked: Callable[[Collection[TopicPartition]], Awaitable[None]],
+        name: str,
+    ) -> None:
+        self._on_revoked = on_revoked
+        self._name = name
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        log.info(
+            f"{self._name}.partitions_assigned", partitions=sorted(tp.partition for tp in assigned)
+        )

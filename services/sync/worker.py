@@ -34,7 +34,6 @@ import structlog
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
@@ -48,6 +47,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pymongo.errors import PyMongoError
 
 from services.common import tracing
+from services.common.kafka import RevokeFirst
 from services.common.messages import (
     Command,
     MapCustomer,
@@ -114,17 +114,6 @@ class WorkerOptions:
     max_poll_records: int = 500
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no hints
-    def __init__(self, worker: CommandWorker) -> None:
-        self._worker = worker
-
-    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        await self._worker.partitions_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        log.info("worker.partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
-
-
 class CommandWorker:
     def __init__(
         self,
@@ -174,7 +163,9 @@ class CommandWorker:
 
     def subscribe(self) -> None:
         """Join the commands topic with the rebalance listener (before `consumer.start`)."""
-        self._consumer.subscribe([self._options.commands_topic], listener=_Rebalance(self))
+        self._consumer.subscribe(
+            [self._options.commands_topic], listener=RevokeFirst(self.partitions_revoked, "worker")
+        )
 
     # -- main loops ---------------------------------------------------------------------------
 

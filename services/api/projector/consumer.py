@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from services.api.backlog import EventBacklog, in_offset_order
@@ -22,7 +22,7 @@ from services.api.projector.projection import (
     Projector,
     Record,
 )
-from services.common.kafka import ensure_topics, make_consumer, topics_for
+from services.common.kafka import RevokeFirst, ensure_topics, make_consumer, topics_for
 from services.common.mongo import counted_as
 from services.common.offsets import OffsetTracker
 from services.common.settings import Settings
@@ -47,7 +47,10 @@ async def _run_projector(settings: Settings, projector: Projector) -> None:
             max_poll_records=settings.projector_batch_size,
         )
         loop = ProjectorLoop(projector, consumer)
-        consumer.subscribe([settings.invoice_events_topic], listener=_Rebalance(loop))
+        consumer.subscribe(
+            [settings.invoice_events_topic],
+            listener=RevokeFirst(loop.partitions_revoked, "projector"),
+        )
         try:
             await projector.read_invoices.prepare()
             legacy = await projector.read_invoices.without_sort_keys()
@@ -169,14 +172,3 @@ class ProjectorLoop:
         self.backlog.drop(revoked)
         for tp in revoked:
             self.offsets.forget(tp)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no hints
-    def __init__(self, loop: ProjectorLoop) -> None:
-        self._loop = loop
-
-    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        await self._loop.partitions_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        pass
