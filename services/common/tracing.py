@@ -39,6 +39,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 KafkaHeaders = Sequence[tuple[str, bytes]]
 TRACE_HEADERS = ("traceparent", "tracestate")
+# The longest tracestate an InvoiceUpdated event carries (its schema's limit). W3C lets a
+# caller send 32 members of up to 256 characters; a longer one is not stored with a version.
+MAX_STORED_TRACESTATE = 512
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: Tracer | None = None
@@ -216,6 +219,8 @@ def version_context(version: int) -> dict[str, Any]:
     _PROPAGATOR.inject(carrier)
     if "traceparent" not in carrier:
         return {}
+    if len(carrier.get("tracestate", "")) > MAX_STORED_TRACESTATE:
+        del carrier["tracestate"]  # the trace is still named; vendors' state is optional
     return {"trace": {"version": version, **carrier}}
 
 

@@ -5,12 +5,18 @@ FerretDB and the emulator: tests/integration/test_tracing.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, get_current_span
@@ -19,10 +25,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+import schemas
 from services.common import tracing
 from services.common.settings import Settings
 from tests.support import recorded_spans
 from tests.unit.test_worker_scheduling import P0, World
+
+EVENT_SCHEMA = Path(schemas.__file__).parent / "events" / "invoice-updated.v1.schema.json"
 
 
 @pytest.fixture
@@ -190,3 +199,47 @@ def test_configured_from_the_standard_variables_and_off_by_default(
         provider.shutdown()
     finally:
         tracing.configure(None)
+
+
+_CALLER_HEADER = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=7000)
+
+
+_VALID_PARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+
+@settings(max_examples=200, deadline=None)
+@example(  # W3C lets tracestate hold 32 members of up to 256 characters each
+    traceparent=_VALID_PARENT, tracestate=",".join(f"k{i}=" + "v" * 200 for i in range(30))
+)
+@given(
+    traceparent=st.one_of(_CALLER_HEADER, st.just(_VALID_PARENT)),
+    tracestate=st.one_of(
+        _CALLER_HEADER,
+        st.lists(
+            st.tuples(
+                st.from_regex(r"[a-z][a-z0-9_\-*/]{0,40}", fullmatch=True),
+                st.from_regex(r"[!-+\--<>-~]{1,256}", fullmatch=True),
+            ),
+            max_size=32,
+        ).map(lambda pairs: ",".join(f"{k}={v}" for k, v in pairs)),
+    ),
+)
+def test_whatever_trace_headers_a_caller_sends_the_stored_context_fits_the_event_contract(
+    traceparent: str, tracestate: str
+) -> None:
+    """A caller's trace headers (HTTP or Kafka) end up in a stored version and its event: an
+    oversized or malformed one must never make our own event off-contract."""
+    schema = json.loads(EVENT_SCHEMA.read_text())["properties"]
+    extension = Draft202012Validator(
+        {"type": "object", "properties": {k: schema[k] for k in tracing.TRACE_HEADERS}}
+    )
+    headers = [("traceparent", traceparent.encode()), ("tracestate", tracestate.encode())]
+    with recorded_spans():
+        token = otel_context.attach(tracing.context_of(headers))
+        try:
+            with tracing.span("process command", SpanKind.CONSUMER):
+                stored = tracing.version_context(7)
+        finally:
+            otel_context.detach(token)
+    extension.validate(tracing.event_extension({"version": 7, **stored}))
+    assert stored["trace"]["traceparent"]  # a trace is still named when the state is dropped
