@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.api.handlers.commands import _refresh_request
 from services.api.listing import Cursor, InvalidParameter, parse_invoice_query
+from services.api.responses import ApiError
 from services.common import jsoncodec
 from services.common.httpbody import BodyRejected, read_json
 from services.sync.web import QueryRejected, rejected_query
@@ -185,6 +187,41 @@ async def test_the_shared_body_reader_answers_4xx_json_for_anything_it_cannot_us
         assert response.json()["error"] in ("bad_json", "too_large")
     else:
         assert response.json()["depth"] <= 64
+
+
+async def _refresh_body(request: Request) -> Response:
+    try:
+        accepted = await _refresh_request(request)
+    except ApiError as exc:
+        return JSONResponse({"error": exc.code, "message": exc.message}, exc.status)
+    return JSONResponse({"correlation_id": accepted.correlation_id})
+
+
+REFRESH = Starlette(routes=[Route("/", _refresh_body, methods=["POST"])])
+refresh_bodies = st.one_of(
+    bodies,
+    st.dictionaries(
+        st.one_of(st.just("correlation_id"), st.text(max_size=20)),
+        st.one_of(st.text(max_size=300), json_values),
+        max_size=3,
+    ).map(jsoncodec.dumpb),
+)
+
+
+@FUZZ
+@given(refresh_bodies)
+async def test_a_refresh_body_is_taken_or_refused_with_a_400_that_says_why(body: bytes) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(REFRESH), base_url="http://t"
+    ) as client:
+        response = await client.post("/", content=body)
+    assert response.status_code in (200, 400, 413), response.text
+    if response.status_code == 200:
+        taken = jsoncodec.loads(body) if body.strip() else {}
+        assert response.json()["correlation_id"] == taken.get("correlation_id")
+    else:
+        assert response.json()["error"] in ("bad_json", "too_large", "bad_request")
+        assert response.json()["message"]
 
 
 async def _chunks(body: bytes) -> Any:
