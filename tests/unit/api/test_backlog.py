@@ -8,6 +8,8 @@ import zlib
 from collections import Counter
 
 from aiokafka import ConsumerRecord, TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.api.backlog import EventBacklog, Record, company_of, in_offset_order
 
@@ -119,3 +121,38 @@ def test_events_of_partitions_given_up_are_dropped() -> None:
 def test_a_record_without_a_realm_key_keeps_to_its_partition() -> None:
     record = ConsumerRecord(TOPIC, 3, 9, 0, 0, None, b"{}", None, 0, 2, [])
     assert company_of(record) == f"-partition:{TOPIC}:3"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, PARTITIONS - 1),
+            st.one_of(st.none(), st.binary(max_size=12), st.sampled_from([b"1:1", b"1:2", b"2:1"])),
+        ),
+        max_size=120,
+    ),
+    st.integers(1, 50),
+)
+def test_any_record_keys_still_come_out_once_each_in_offset_order_per_key(
+    laid_out: list[tuple[int, bytes | None]], batch: int
+) -> None:
+    """Keys come from the topic, whoever wrote to it: none, not UTF-8 or without a realm, each
+    record still comes out once, and the records of one key in offset order."""
+    next_offset = [0] * PARTITIONS
+    records = []
+    for partition, key in laid_out:
+        offset = next_offset[partition]
+        next_offset[partition] += 1
+        records.append(ConsumerRecord(TOPIC, partition, offset, 0, 0, key, b"{}", None, 0, 2, []))
+    backlog = EventBacklog()
+    backlog.add(by_partition(records))
+    projected: list[Record] = []
+    while backlog:
+        projected += in_offset_order(backlog.take(batch))
+
+    assert Counter(id(r) for r in projected) == Counter(id(r) for r in records)
+    offsets: dict[tuple[int, bytes | None], list[int]] = {}
+    for record in projected:
+        offsets.setdefault((record.partition, record.key), []).append(record.offset)
+    assert all(seen == sorted(seen) for seen in offsets.values())
