@@ -15,8 +15,10 @@ import pymongo
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.common.http_errors import error_response
 
 RETRY_AFTER_S = "5"
 
@@ -35,11 +37,7 @@ def dependency_down(exc: BaseException) -> bool:
 
 
 def unavailable(message: str = "a service this request needs is unavailable; retry") -> Response:
-    return JSONResponse(
-        {"error": "unavailable", "message": message},
-        status_code=503,
-        headers={"Retry-After": RETRY_AFTER_S},
-    )
+    return error_response(503, "unavailable", message, {"Retry-After": RETRY_AFTER_S})
 
 
 def unavailable_handlers(otherwise: ExceptionHandler) -> dict[type[Exception], ExceptionHandler]:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from services.common import jsoncodec
 from services.common.access import Guard, Rule
 from services.common.connect_links import USER_ID, ConnectLinks, LinkRejected
+from services.common.http_errors import error_response
 from services.common.httpbody import BodyRejected, read_json
 from services.common.messages import MapCustomer
 from services.common.schemas import MessageInvalid, default_schemas
@@ -50,7 +51,7 @@ def error(status: int, code: str, message: str, request: Request | None = None) 
             f"<p>{html.escape(message)}</p><p><code>{html.escape(code)}</code></p>"
         )
         return HTMLResponse(page, status_code=status)
-    return JSON({"error": code, "message": message}, status_code=status)
+    return error_response(status, code, message)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

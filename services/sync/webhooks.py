@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.common import jsoncodec
+from services.common.http_errors import error_response
 from services.common.httpbody import BodyRejected, read_body
 from services.common.messages import Command, EntityChange, SyncChanges
 from services.common.unavailable import unavailable
@@ -363,10 +364,6 @@ def _iso(moment: datetime) -> str:
 # --------------------------------------------------------------------------------- HTTP
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
-
-
 def webhook_routes(
     verifier_token: str,
     publish: Publish,
@@ -443,14 +440,16 @@ class WebhookReceiver:
         except BodyRejected as exc:
             bound.warning("webhook.body_rejected", reason=exc.code, limit=self.max_body_bytes)
             if exc.status == 413:
-                return _error(
+                return error_response(
                     413, "payload_too_large", f"the body exceeds {self.max_body_bytes} bytes"
                 )
             return Response(status_code=exc.status)
         if not verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.verifier_token):
             missing = SIGNATURE_HEADER not in request.headers
             bound.warning("webhook.rejected", reason="missing" if missing else "mismatch")
-            return _error(401, "invalid_signature", f"the {SIGNATURE_HEADER} header is not valid")
+            return error_response(
+                401, "invalid_signature", f"the {SIGNATURE_HEADER} header is not valid"
+            )
         return body
 
     async def _queued(self, commands: Sequence[Command], realms: list[str], bound: Any) -> bool:
