@@ -22,9 +22,11 @@ def test_round_trip_without_padding(data: bytes) -> None:
 @given(st.text(max_size=200))
 def test_any_text_decodes_or_is_a_value_error(text: str) -> None:
     try:
-        b64url.decode(text)
+        decoded = b64url.decode(text)
     except ValueError:
-        pass
+        return
+    assert isinstance(decoded, bytes)
+    assert b64url.decode(b64url.encode(decoded)) == decoded
 
 
 @pytest.mark.parametrize("text", ["a+b/", "abc$", "====", "a", "ab c"])
