@@ -147,9 +147,26 @@ async def api_service(
         yield service
     finally:
         if service.projector_task is not None:
-            service.projector_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await service.projector_task
+            await _stop(service.projector_task)
         await producer.stop()
         await requests_mongo.close()
         await mongo.close()
+
+
+# How long a stopping api waits for its projector at each cancellation: the whole stop must fit
+# a container's grace period (10 s by default) with the producer's and clients' closing.
+PROJECTOR_STOP_S = 3.0
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel the projector and wait for it, a bounded time. A cancellation that arrives while
+    the Kafka consumer is still joining its group can be absorbed inside the client, leaving the
+    task running: it is cancelled once more before the process goes on without it."""
+    for _ in range(2):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=PROJECTOR_STOP_S)
+        if done:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
+            return
+    log.error("projector.did_not_stop", within_s=2 * PROJECTOR_STOP_S)
