@@ -10,7 +10,7 @@ consumer sees a repeat, never a different event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from services.common.money import stored_amount, stored_optional
 from services.common.mongo import Document
 from services.common.schemas import INVOICE_UPDATED, SchemaSet, default_schemas
 from services.sync.store import InvoiceStore, Outbox
-from services.sync.turns import cpu_turn
+from services.sync.turns import SLICE, run_steps, small_step
 
 EVENT_TYPE = "dev.qbo-sync.invoice.updated.v1"
 EVENT_SOURCE = "qbo-sync/sync"
@@ -122,21 +122,24 @@ class InvoiceEvents:
         partitions = sorted(await self._producer.partitions_for(self._topic))
         with tracing.span("send events", SpanKind.PRODUCER, {"events": len(docs)}):
             headers = tracing.kafka_headers() or []
-            async with cpu_turn():  # the page's events: CPU only (services/sync/turns.py)
-                ready = self._batches(docs, partitions, headers)
-            deliveries = [await self._send(batch, partition) for partition, batch in ready]
+            small = small_step(len(docs))
+            # The page's events: CPU only, a slice at a time in its turn (services/sync/turns.py).
+            ready = await run_steps(self._batches(docs, partitions, headers), small)
+            deliveries = [await self._send(batch, partition, small) for partition, batch in ready]
             await asyncio.gather(*deliveries)
         self.emitted += len(docs)
         return len(docs)
 
     def _batches(
         self, docs: Sequence[Document], partitions: list[int], headers: tracing.KafkaHeaders
-    ) -> list[tuple[int, BatchBuilder]]:
+    ) -> Generator[None, None, list[tuple[int, BatchBuilder]]]:
         """The events of `docs` in producer batches, in the order to send them: a partition's
-        batches in the order of `docs`."""
+        batches in the order of `docs`. Pauses (yields) every `SLICE` events."""
         ready: list[tuple[int, BatchBuilder]] = []
         batches: dict[int, BatchBuilder] = {}
-        for doc in docs:
+        for n, doc in enumerate(docs):
+            if n and n % SLICE == 0:
+                yield
             event = invoice_updated(doc)
             self._schemas.validate(INVOICE_UPDATED, event)
             key = f"{doc['realm_id']}:{doc['invoice_id']}".encode()
@@ -152,16 +155,25 @@ class InvoiceEvents:
         ready.extend(batches.items())
         return ready
 
-    async def _send(self, batch: BatchBuilder, partition: int) -> asyncio.Future[Any]:
-        # One batch of ours waits for a partition at a time, the others queue here in order:
+    async def _send(self, batch: BatchBuilder, partition: int, small: bool) -> asyncio.Future[Any]:
+        # One page's batch waits for a partition at a time, the others queue here in order:
         # aiokafka's producer holds one unsent batch per partition, and every sender waiting
         # for that slot wakes when it frees and takes from its own time-out each time, so with
         # dozens of realms' pages at once (docs/design.md invariant 8) they timed out in turns.
+        # A small command's batch (a webhook's) does not queue behind the pages: it waits for
+        # the slot beside at most the one page batch waiting, so for two sends, not fifty. Only
+        # other realms' events can be in that queue (a realm's commands run one at a time), and
+        # a key's order is the order of its versions, which no overtaking across realms changes.
+        if small:
+            return await self._send_now(batch, partition)
         lock = self._partition_locks.setdefault(partition, asyncio.Lock())
         async with lock:
-            delivery: asyncio.Future[Any] = await self._producer.send_batch(
-                batch, self._topic, partition=partition
-            )
+            return await self._send_now(batch, partition)
+
+    async def _send_now(self, batch: BatchBuilder, partition: int) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = await self._producer.send_batch(
+            batch, self._topic, partition=partition
+        )
         return delivery
 
     async def flush(

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -42,7 +43,7 @@ from services.sync.quickbooks.mapping import (
 )
 from services.sync.quickbooks.query import Select
 from services.sync.store import ApplyResult, CustomerMapping, InvoiceRejection, StoredVersions
-from services.sync.turns import cpu_turn
+from services.sync.turns import in_slices
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +118,16 @@ class Page:
 
     records: list[InvoiceRecord] = field(default_factory=list)
     rejected: list[InvoiceRejection] = field(default_factory=list)
+
+
+async def _mapped(realm_id: str, objects: Sequence[Any]) -> Page:
+    """The records of a page of QBO invoices, mapped a slice at a time in the page's turn at
+    the event loop (services/sync/turns.py)."""
+    page = Page()
+    for part in await in_slices(objects, partial(_records, realm_id)):
+        page.records.extend(part.records)
+        page.rejected.extend(part.rejected)
+    return page
 
 
 def _records(realm_id: str, objects: Sequence[Any]) -> Page:
@@ -269,8 +280,7 @@ async def _sync_customer_invoices(
     try:
         async for objects in pages:
             counts.fetched += len(objects)
-            async with cpu_turn():
-                page = _records(realm_id, objects)
+            page = await _mapped(realm_id, objects)
             returned.update(r.key for r in page.records)
             returned.update(r.key for r in page.rejected if r.invoice_id is not None)
             await writes.submit(_write_page(deps, realm_id, page, command_id, source, known))
@@ -312,7 +322,7 @@ async def _reconcile(
             realm_id,
             Select("Invoice").where("Id", "IN", batch).order_by("Id").render(max_results=PAGE_SIZE),
         )
-        page = _records(realm_id, _objects(found, "Invoice"))
+        page = await _mapped(realm_id, _objects(found, "Invoice"))
         present = {r.invoice_id for r in page.records} | {
             r.invoice_id for r in page.rejected if r.invoice_id is not None
         }
@@ -456,7 +466,7 @@ async def sync_changes(
             realm_id,
             Select("Invoice").where("Id", "IN", ids).order_by("Id").render(max_results=PAGE_SIZE),
         )
-        fetched = _records(realm_id, _objects(found, "Invoice"))
+        fetched = await _mapped(realm_id, _objects(found, "Invoice"))
         records.extend(fetched.records)
         page.rejected.extend(fetched.rejected)
     flushed = await deps.events.flush(command_id=command.command_id) if owed else 0
@@ -541,8 +551,7 @@ async def poll_changes(realm_id: str, deps: Dependencies) -> dict[str, int]:
         customers = _objects(changes, "Customer")
         await deps.mappings.observe(realm_id, _customer_facts(realm_id, customers).values())
         invoices = _objects(changes, "Invoice")
-        async with cpu_turn():
-            page = _records(realm_id, invoices)
+        page = await _mapped(realm_id, invoices)
         async with deps.page_writes:
             s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         fetched, stored, emitted = fetched + len(invoices), stored + s, emitted + e
@@ -614,8 +623,7 @@ async def _read_second(
         if entity == "Customer":
             await deps.mappings.observe(realm_id, _customer_facts(realm_id, objects).values())
             continue
-        async with cpu_turn():
-            page = _records(realm_id, objects)
+        page = await _mapped(realm_id, objects)
         async with deps.page_writes:
             s, e = await _store_and_emit(deps, realm_id, page, None, "cdc")
         stored, emitted = stored + s, emitted + e

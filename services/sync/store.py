@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -27,7 +28,7 @@ from services.common.messages import Command
 from services.common.mongo import Document, IndexSpec, find_by_ids
 from services.common.statuses import CommandStatus
 from services.sync.quickbooks.mapping import CustomerFacts, InvoiceRecord
-from services.sync.turns import cpu_turn
+from services.sync.turns import in_slices
 
 log = structlog.get_logger(__name__)
 
@@ -196,8 +197,17 @@ class InvoiceStore:
         # As stored: a BSON date keeps milliseconds, and the documents returned here are the
         # ones events are built from first (the outbox rebuilds them from the stored copy).
         now = to_millis(self._clock())
-        async with cpu_turn():  # a page's documents: CPU only (services/sync/turns.py)
-            inserts, updates, updated, update_keys = self._plan(records, local_ids, current, now)
+        # A page's documents: CPU only, a slice at a time in its turn (services/sync/turns.py).
+        inserts: list[Document] = []
+        updates: list[UpdateOne] = []
+        updated: list[Document] = []
+        update_keys: set[str] = set()
+        plan = partial(self._plan, local_ids=local_ids, current=current, now=now)
+        for part in await in_slices(records, plan):
+            inserts += part[0]
+            updates += part[1]
+            updated += part[2]
+            update_keys |= part[3]
         conflicted: set[str] = set()
         written: list[Document] = []
         if inserts:
