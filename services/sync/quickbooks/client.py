@@ -30,6 +30,7 @@ import aiohttp
 import structlog
 from multidict import CIMultiDict
 
+from services.common import jsonsteps
 from services.sync.quickbooks.budget import RealmBudget
 from services.sync.quickbooks.errors import (
     Fault,
@@ -42,6 +43,7 @@ from services.sync.quickbooks.errors import (
 )
 from services.sync.quickbooks.query import MAX_RESULTS_LIMIT, Select, validate_entity
 from services.sync.quickbooks.tokens import TokenSource
+from services.sync.turns import SLICE, SMALL_BODY_BYTES, run_steps
 
 _log = structlog.get_logger(__name__)
 
@@ -103,10 +105,27 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"non-finite number {name} in JSON")
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def _decode_json(body: bytes) -> dict[str, Any] | None:
     """Decode a JSON object with exact decimals; ``None`` if it is malformed."""
     try:
-        doc = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        doc = _DECODER.decode(jsonsteps.decode_text(body))
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+async def _decoded(resp: _Response) -> dict[str, Any] | _NotDecoded | None:
+    """A successful answer's JSON object (``None`` if malformed), decoded a slice at a time in a
+    turn at the event loop: a page of 1,000 invoices is a heavy step (services/sync/turns.py).
+    Other answers are left to `classify`."""
+    if not 200 <= resp.status < 300:
+        return NOT_DECODED
+    try:
+        steps = jsonsteps.decode_in_steps(jsonsteps.decode_text(resp.body), _DECODER, SLICE)
+        doc = await run_steps(steps, small=len(resp.body) <= SMALL_BODY_BYTES)
     except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
@@ -190,16 +209,28 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == lowered), None)
 
 
+class _NotDecoded(enum.Enum):
+    NOT_DECODED = "not decoded"
+
+
+NOT_DECODED = _NotDecoded.NOT_DECODED
+
+
 def classify(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: Sequence[str] = ()
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Sequence[str] = (),
+    decoded: dict[str, Any] | _NotDecoded | None = NOT_DECODED,
 ) -> Outcome:
     """What one HTTP answer of QBO means (pure: no I/O, no clock but ``Retry-After``'s).
 
     ``secrets`` (the bearer tokens used) are scrubbed from any fault text kept in the error.
+    ``decoded``: the body's JSON object already decoded (``None``: it is malformed).
     """
     tid = _header(headers, "intuit_tid")
     if 200 <= status < 300:
-        doc = _decode_json(body)
+        doc = _decode_json(body) if decoded is NOT_DECODED else decoded
         if doc is None:
             return Refused(
                 QboUnavailable(
@@ -416,7 +447,9 @@ class QboClient:
                 outcome: Outcome = Refused(failure, Action.BACK_OFF)
                 log.warning("qbo.transport_error", attempt=attempt, error=type(exc).__name__)
             else:
-                outcome = classify(resp.status, resp.headers, resp.body, used_tokens)
+                outcome = classify(
+                    resp.status, resp.headers, resp.body, used_tokens, await _decoded(resp)
+                )
                 _log_answer(log, resp.status, outcome, attempt)
             if isinstance(outcome, Answered):
                 return outcome.doc

@@ -13,7 +13,16 @@ from aiohttp import web
 from qbo_emulator import intuit_errors
 from qbo_emulator.intuit_errors import FAULT_STYLES, FaultStyle
 from qbo_emulator.middleware import MALFORMED_JSON
-from services.sync.quickbooks.client import Action, Answered, Outcome, Refused, classify
+from services.sync.quickbooks.client import (
+    NOT_DECODED,
+    Action,
+    Answered,
+    Outcome,
+    Refused,
+    _decoded,
+    _Response,
+    classify,
+)
 from services.sync.quickbooks.errors import (
     QboAuthError,
     QboRequestError,
@@ -126,3 +135,24 @@ def test_tokens_echoed_in_a_fault_are_scrubbed() -> None:
     outcome = refused(classify(401, HEADERS, body.encode(), secrets=["eyJ-SECRET"]))
     assert "eyJ-SECRET" not in str(outcome.error)
     assert "[redacted]" in outcome.error.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"QueryResponse": {"Invoice": [%s]}, "time": "t"}'
+        % b",".join(b'{"Id": "%d", "TotalAmt": 0.1}' % i for i in range(500)),
+        b'{"QueryResponse": {"Invoice": [{"Id": "1", "TotalAmt": 0.1}]}}',
+        MALFORMED_JSON,
+        b'{"QueryResponse": {"Invoice": [{"Id": "1", "TotalAmt": NaN}]}}' + b" " * 40_000,
+        b"[1, 2]" + b" " * 40_000,
+    ],
+)
+async def test_a_page_decoded_in_slices_is_classified_as_one_decoded_at_once(body: bytes) -> None:
+    ahead = classify(200, HEADERS, body, (), await _decoded(_Response(200, body, HEADERS)))
+    at_once = classify(200, HEADERS, body)
+    assert type(ahead) is type(at_once) and repr(ahead) == repr(at_once)
+
+
+async def test_only_successful_answers_are_decoded_ahead() -> None:
+    assert await _decoded(_Response(429, b"{}", HEADERS)) is NOT_DECODED
