@@ -17,6 +17,7 @@ import uvicorn
 from services.api.app import OWN_SECRETS, api_service
 from services.common import tracing
 from services.common.credentials import InsecureConfiguration, require_own_secrets
+from services.common.gcpolicy import full_collections_on_a_clock
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
 
@@ -30,7 +31,10 @@ async def serve(host: str, port: int) -> int:
     configure_logging(settings.log_level, json=settings.log_json)
     tracing.configure_from_settings(settings, "qbo-sync-api")  # off unless configured
     require_own_secrets(settings, OWN_SECRETS, host)
-    async with api_service(settings) as service:
+    async with (
+        full_collections_on_a_clock(settings.gc_full_collection_interval_s),
+        api_service(settings) as service,
+    ):
         config = uvicorn.Config(
             service.web_app(),
             host=host,

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # database costs callers seconds, not minutes.
     request_timeout_s: float = Field(default=2.5, gt=0)
 
+    # Full garbage collections of both services run on this clock, not when the heap grows by a
+    # quarter (services/common/gcpolicy.py).
+    gc_full_collection_interval_s: float = Field(default=30.0, gt=0)
+
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True

@@ -20,6 +20,7 @@ import uvicorn
 
 from services.common import tracing
 from services.common.credentials import InsecureConfiguration, require_own_secrets
+from services.common.gcpolicy import full_collections_on_a_clock
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
 from services.sync.app import OWN_SECRETS, sync_service
@@ -68,7 +69,10 @@ async def serve(host: str, port: int, role: str) -> int:
     tracing.configure_from_settings(settings, "qbo-sync-sync")  # off unless configured
     require_own_secrets(settings, OWN_SECRETS, host if role in ("all", "web") else None)
     stop = asyncio.Event()
-    async with sync_service(settings) as service:
+    async with (
+        full_collections_on_a_clock(settings.gc_full_collection_interval_s),
+        sync_service(settings) as service,
+    ):
         worker = service.start_worker(stop) if role in ("all", "worker") else None
         server = None
         if role in ("all", "web"):
