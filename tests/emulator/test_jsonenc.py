@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qbo_emulator import jsonenc
 from qbo_emulator.testing import RunningEmulator
@@ -73,3 +76,29 @@ async def test_money_round_trips_exactly_over_http(
     ) as response:
         raw = await response.text()
     assert '"TotalAmt":1234.56,' in raw
+
+
+_money = st.decimals(allow_nan=False, allow_infinity=False, places=None)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _money | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(_values)
+def test_any_value_round_trips_with_every_decimal_written_exactly(value: object) -> None:
+    text = jsonenc.dumps(value)
+    assert json.loads(text, parse_float=Decimal, parse_int=Decimal) == value
+    assert "e" not in "".join(re.findall(r"(?<![\w\"])-?\d[\d.eE+-]*", _without_strings(text)))
+
+
+@given(st.text())
+def test_strings_that_look_like_the_encoders_own_marks_stay_strings(text: str) -> None:
+    for s in (text, "\x00" + text, "\x00" + text + ":1.5", '"\\u0000' + text):
+        assert json.loads(jsonenc.dumps({"s": s})) == {"s": s}
+
+
+def _without_strings(text: str) -> str:
+    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
