@@ -28,7 +28,7 @@ import aiohttp
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench import baselines
+from bench import baselines, machine
 from bench.api_client import ApiClient
 from bench.connect import connect_realms, map_customer
 from bench.costs import Costs, sync_snapshot
@@ -70,6 +70,7 @@ class Round:
     dead_lettered: int = 0  # records on the dead-letter topic after the round
     failed: int = 0  # refreshes that finished failed
     throttled_answers: int = 0  # 429s the emulator answered for the throttled company
+    busy_core_s: float = 0.0  # the machine's busy core-seconds until all were stored
 
     def others_s(self, left_out: str) -> float:
         """Until every company but `left_out` had its refresh finished."""
@@ -261,6 +262,7 @@ async def _round(
                 await admin.set_faults([{"kind": "429", "realm_id": realms[0]}], seed=1)
                 lift = asyncio.create_task(_lift_after(admin, throttled_s))
             before = await sync_snapshot(http, stack.sync_url, sync)
+            busy_before = machine.busy_core_seconds()
             started = time.perf_counter()
             await asyncio.gather(*(publish(settings, c) for c in commands))
             ids = [c.command_id for c in commands]
@@ -284,6 +286,7 @@ async def _round(
                     )
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
+            result.busy_core_s = machine.busy_core_seconds() - busy_before
             synced.set()
             await projected_all(settings)
             result.visible_s = time.perf_counter() - started

@@ -46,7 +46,7 @@ import aiohttp
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench import baselines
+from bench import baselines, machine
 from bench.api_client import AUTH, ApiClient
 from bench.connect import connect_realms, map_customer
 from bench.costs import Costs, api_snapshot, sync_snapshot
@@ -552,6 +552,13 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
         # longer than that: said with the figure rather than hidden.
         reachable = raw.seconds <= 1.5 * m.physical_s
         report.add(s, "1.5x the QBO-bound limit reachable on this database", str(reachable))
+    if concurrent.busy_core_s:
+        # Every process of the stack shares the cores: the CPU they used for the round, over the
+        # cores, is the least time the same work takes on this machine, whatever QBO allows.
+        cores = machine.cores()
+        floor = concurrent.busy_core_s / cores
+        report.add(s, f"machine CPU busy until all stored ({cores} cores)", floor, "s")
+        report.add(s, "its share of the time", floor / concurrent.seconds * 100, "%")
     report.add(s, "invoices stored", concurrent.invoices)
     _round_costs(report, s, concurrent)
     for other in others:
