@@ -79,10 +79,8 @@ def _object(
     text: str, at: int, decoder: json.JSONDecoder, level: int, counter: _Counter
 ) -> Generator[None, None, tuple[dict[str, Any], int]]:
     result: dict[str, Any] = {}
-    at = _skip(text, at)
-    if text.startswith("}", at):
-        return result, at + 1
-    while True:
+    done, at = _member(text, at, "}", first=True)
+    while not done:
         if not text.startswith('"', at):
             raise json.JSONDecodeError(
                 "Expecting property name enclosed in double quotes", text, at
@@ -91,29 +89,31 @@ def _object(
         at = _skip(text, at)
         if not text.startswith(":", at):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
-        at = _skip(text, at + 1)
-        result[key], at = yield from _value(text, at, decoder, level, counter)
-        at = _skip(text, at)
-        if text.startswith("}", at):
-            return result, at + 1
-        if not text.startswith(",", at):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
-        at = _skip(text, at + 1)
+        result[key], at = yield from _value(text, _skip(text, at + 1), decoder, level, counter)
+        done, at = _member(text, at, "}")
+    return result, at
 
 
 def _array(
     text: str, at: int, decoder: json.JSONDecoder, level: int, counter: _Counter
 ) -> Generator[None, None, tuple[list[Any], int]]:
     result: list[Any] = []
-    at = _skip(text, at)
-    if text.startswith("]", at):
-        return result, at + 1
-    while True:
+    done, at = _member(text, at, "]", first=True)
+    while not done:
         value, at = yield from _value(text, at, decoder, level, counter)
         result.append(value)
-        at = _skip(text, at)
-        if text.startswith("]", at):
-            return result, at + 1
-        if not text.startswith(",", at):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
-        at = _skip(text, at + 1)
+        done, at = _member(text, at, "]")
+    return result, at
+
+
+def _member(text: str, at: int, closing: str, first: bool = False) -> tuple[bool, int]:
+    """Just inside a bracket (`first`) or after a member: (True, past the closing bracket) at
+    the end, else (False, where the next member starts)."""
+    at = _skip(text, at)
+    if text.startswith(closing, at):
+        return True, at + 1
+    if first:
+        return False, at
+    if not text.startswith(",", at):
+        raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+    return False, _skip(text, at + 1)
