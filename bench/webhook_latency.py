@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bench.api_client import ApiClient
 from bench.emulator_admin import EmulatorAdmin
 from services.common.mongo import Document
+from services.sync.store import FINISHED
 
 
 async def webhook_latencies(
@@ -76,6 +77,15 @@ async def write_latencies(
     samples: list[float] = []
     for i in range(first, first + changes):
         invoice_id = invoice_ids[i % len(invoice_ids)]
+        # A change shown in the api a moment ago may not have its command finished yet (the
+        # event goes out first): counted now, it would be taken for this change's.
+        settled_by = time.perf_counter() + within_s
+        while await db["commands"].count_documents(
+            {"type": "SyncChanges", "status": {"$nin": FINISHED}}
+        ):
+            if time.perf_counter() > settled_by:
+                raise TimeoutError(f"webhook commands still unfinished after {within_s} s")
+            await asyncio.sleep(0.05)
         done = await _succeeded_sync_changes(db)
         began = time.perf_counter()
         await admin.update_invoice(
