@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from qbo_emulator import intuit_errors
+from qbo_emulator import intuit_errors, jsonenc
 from qbo_emulator.books import CUSTOMER, ENTITY_TYPES, INVOICE, PAYMENT, NotFoundError
 from qbo_emulator.intuit_errors import json_response
 from qbo_emulator.keys import ROWS_KEY, STATE_KEY
@@ -109,7 +109,8 @@ async def query(request: web.Request) -> web.Response:
     except QueryValidationError as exc:
         return json_response(intuit_errors.query_validation_fault(exc.detail, now), status=400)
     request[ROWS_KEY] = sum(len(v) for v in result.values() if isinstance(v, list))
-    return json_response(_envelope(state, {"QueryResponse": result}))
+    answer = _envelope(state, {"QueryResponse": result})
+    return json_response(answer, text=await jsonenc.dumps_in_slices(answer))
 
 
 async def _read(request: web.Request, entity: str) -> web.Response:
@@ -214,7 +215,8 @@ async def cdc(request: web.Request) -> web.Response:
             responses.append({entity: rows, "startPosition": 1, "maxResults": len(rows)})
         else:
             responses.append({})
-    return json_response(_envelope(state, {"CDCResponse": [{"QueryResponse": responses}]}))
+    answer = _envelope(state, {"CDCResponse": [{"QueryResponse": responses}]})
+    return json_response(answer, text=await jsonenc.dumps_in_slices(answer, levels=5))
 
 
 def _cdc_fault(detail: str, now: float, element: str) -> web.Response:

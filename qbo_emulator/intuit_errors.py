@@ -46,11 +46,11 @@ THROTTLE_DETAIL = "The request limit was reached.  Try again later"  # two space
 
 
 def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
+    body: Any, status: int = 200, headers: dict[str, str] | None = None, text: str | None = None
 ) -> web.Response:
-    """A JSON response serialised with the exact-Decimal encoder."""
+    """A JSON response serialised with the exact-Decimal encoder (`text`: already serialised)."""
     return web.Response(
-        body=jsonenc.dumps_bytes(body),
+        body=jsonenc.dumps_bytes(body) if text is None else text.encode("utf-8"),
         status=status,
         content_type=JSON_CONTENT_TYPE,
         charset="utf-8",

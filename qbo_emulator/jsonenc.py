@@ -8,6 +8,7 @@ a small wrapper around the stdlib's C encoder (see ``dumps``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -27,6 +28,30 @@ _MARKED = re.compile('"\\\\u0000' + _NONCE + ':([^"]*)"')
 def dumps(value: Any) -> str:
     """Serialise ``value`` compactly; ``Decimal`` becomes e.g. ``1234.56``."""
     return _MARKED.sub(r"\1", _ENCODER.encode(value))
+
+
+async def dumps_in_slices(value: Any, slice_size: int = 50, levels: int = 3) -> str:
+    """``dumps(value)``, its long arrays (within `levels` of the top: a query answer's entities)
+    encoded `slice_size` elements at a time with the event loop running in between. One realm's
+    page of 1,000 invoices is about 20 ms of encoding: with dozens of realms paging at once, a
+    small request of another realm waited behind all of them; at Intuit it does not."""
+    if isinstance(value, Mapping) and value and levels > 0:
+        members = []
+        for key, item in value.items():
+            members.append(
+                f"{dumps(str(key))}:{await dumps_in_slices(item, slice_size, levels - 1)}"
+            )
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list) and value and levels > 0:
+        if len(value) <= slice_size:
+            items = [await dumps_in_slices(item, slice_size, levels - 1) for item in value]
+            return "[" + ",".join(items) + "]"
+        parts = []
+        for start in range(0, len(value), slice_size):
+            await asyncio.sleep(0)
+            parts.append(dumps(value[start : start + slice_size])[1:-1])
+        return "[" + ",".join(parts) + "]"
+    return dumps(value)
 
 
 def dumps_bytes(value: Any) -> bytes:

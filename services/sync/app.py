@@ -279,6 +279,24 @@ class SyncService:
             await consumer.stop()
 
 
+def qbo_http_session(metrics: SyncMetrics) -> aiohttp.ClientSession:
+    """The HTTP client of every QBO and Intuit call.
+
+    No cap on connections across realms: a realm's requests are bounded by its QBO budget
+    (Intuit's 10 at once) and the realms by WORKER_CONCURRENCY. aiohttp's default cap of 100 is
+    reached by 50 companies refreshing at once (each reads its next page while storing one), and
+    a 51st company's request would then wait for another's page (docs/design.md invariant 8).
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=60, connect=10),
+        raise_for_status=False,
+        trust_env=False,
+        # Every QBO attempt passes here: counted by realm and traced as a client span.
+        trace_configs=[metrics.qbo_call_counting(), tracing.http_client_tracing()],
+    )
+
+
 @asynccontextmanager
 async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[SyncService]:
     """Build the service's adapters, yield them, and close them all afterwards."""
@@ -286,13 +304,7 @@ async def sync_service(settings: Settings, clock: Clock = utc_now) -> AsyncItera
     tokens = load_sync_tokens(settings)
     links = ConnectLinks(load_connect_link_secret(settings), clock)
     metrics = SyncMetrics()
-    http = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=60, connect=10),
-        raise_for_status=False,
-        trust_env=False,
-        # Every QBO attempt passes here: counted by realm and traced as a client span.
-        trace_configs=[metrics.qbo_call_counting(), tracing.http_client_tracing()],
-    )
+    http = qbo_http_session(metrics)
     counter = CommandCounter() if settings.mongodb_command_counts else None
     mongo = make_client(settings.mongodb_uri, app_name="qbo-sync-sync", counter=counter)
     producer = make_producer(settings.kafka_bootstrap_servers, client_id="qbo-sync")

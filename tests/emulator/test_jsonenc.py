@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from decimal import Decimal
@@ -102,3 +103,12 @@ def test_strings_that_look_like_the_encoders_own_marks_stay_strings(text: str) -
 
 def _without_strings(text: str) -> str:
     return re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(_values, st.integers(min_value=1, max_value=3), st.integers(min_value=0, max_value=5))
+def test_an_answer_encoded_in_slices_is_the_answer_encoded_at_once(
+    value: object, slice_size: int, levels: int
+) -> None:
+    sliced = asyncio.run(jsonenc.dumps_in_slices(value, slice_size, levels))
+    assert sliced == jsonenc.dumps(value)
