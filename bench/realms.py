@@ -71,6 +71,7 @@ class Round:
     failed: int = 0  # refreshes that finished failed
     throttled_answers: int = 0  # 429s the emulator answered for the throttled company
     busy_core_s: float = 0.0  # the machine's busy core-seconds until all were stored
+    cpu_by_process: dict[str, float] = field(default_factory=dict)  # the same, by process kind
 
     def others_s(self, left_out: str) -> float:
         """Until every company but `left_out` had its refresh finished."""
@@ -262,7 +263,7 @@ async def _round(
                 await admin.set_faults([{"kind": "429", "realm_id": realms[0]}], seed=1)
                 lift = asyncio.create_task(_lift_after(admin, throttled_s))
             before = await sync_snapshot(http, stack.sync_url, sync)
-            busy_before = machine.busy_core_seconds()
+            busy_before, processes_before = machine.busy_core_seconds(), machine.cpu_by_process()
             started = time.perf_counter()
             await asyncio.gather(*(publish(settings, c) for c in commands))
             ids = [c.command_id for c in commands]
@@ -287,6 +288,7 @@ async def _round(
                 await asyncio.sleep(0.1)
             result.seconds = time.perf_counter() - started
             result.busy_core_s = machine.busy_core_seconds() - busy_before
+            result.cpu_by_process = machine.cpu_since(processes_before)
             synced.set()
             await projected_all(settings)
             result.visible_s = time.perf_counter() - started

@@ -559,6 +559,8 @@ def _realms_figure(report: Report, m: MultiCompany) -> None:
         floor = concurrent.busy_core_s / cores
         report.add(s, f"machine CPU busy until all stored ({cores} cores)", floor, "s")
         report.add(s, "its share of the time", floor / concurrent.seconds * 100, "%")
+        for kind, seconds in sorted(concurrent.cpu_by_process.items(), key=lambda kv: -kv[1]):
+            report.add(s, f"  CPU of {kind} until all stored", seconds, "s")
     report.add(s, "invoices stored", concurrent.invoices)
     _round_costs(report, s, concurrent)
     for other in others:
