@@ -102,6 +102,12 @@ async def test_bench_runs_every_figure_on_small_sizes(endpoints: Endpoints, tmp_
         )
         > 0
     )
+    # The machine's CPU over the round, and the sync's share of it among the stack's processes.
+    busy = next(
+        float(v) for (sec, name), v in figures.items() if name.startswith("machine CPU busy")
+    )
+    assert 0 < busy and 0 < number("8.", "its share of the time") <= 100.5
+    assert 0 < number("8.", "  CPU of sync until all stored") < 2 * busy
     assert figures[("8b.", "commands dead-lettered")] == 0
     assert figures[("8b.", "refreshes failed")] == 0
     assert number("8b.", "429s answered to the throttled company") > 0
