@@ -18,8 +18,9 @@ from typing import Any
 
 # The C encoder writes everything but decimals; each decimal goes out as a string carrying this
 # mark (a NUL, which the encoder always escapes, and a nonce of this process), and the marked
-# strings are then replaced by their numbers. A page of 1,000 invoices is encoded about ten times
-# faster than by walking it in Python, which the emulator did while dozens of realms paged.
+# strings are then replaced by their numbers. A page of 1,000 invoices takes about 20 ms, 10 %
+# less than walking it in Python did; what spares other realms' requests the wait is
+# `dumps_in_slices`.
 _NONCE = secrets.token_hex(8)
 _MARK = "\x00" + _NONCE + ":"
 _MARKED = re.compile('"\\\\u0000' + _NONCE + ':([^"]*)"')
