@@ -20,6 +20,7 @@ from services.common.credentials import InsecureConfiguration, require_own_secre
 from services.common.gcpolicy import full_collections_on_a_clock
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
+from services.common.shutdown import stop_on_signals
 
 log = structlog.get_logger(__name__)
 
@@ -44,19 +45,24 @@ async def serve(host: str, port: int) -> int:
             lifespan="off",
         )
         server = uvicorn.Server(config)
-        web = asyncio.create_task(server.serve())
-        projector = service.projector_task
-        done, _ = await asyncio.wait(
-            {t for t in (web, projector) if t is not None}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if projector is None or projector not in done:
-            await web
-            return 0
-        error = projector.exception() if not projector.cancelled() else None
-        log.error("projector.died", error=repr(error), exc_info=error)
-        server.should_exit = True
+        with stop_on_signals(lambda: setattr(server, "should_exit", True)):
+            return await _serve_until_stopped(server, service.projector_task)
+
+
+async def _serve_until_stopped(server: uvicorn.Server, projector: asyncio.Task[None] | None) -> int:
+    """Serve until asked to stop (0), or until the projector dies (EXIT_PROJECTOR_DIED)."""
+    web = asyncio.create_task(server.serve())
+    done, _ = await asyncio.wait(
+        {t for t in (web, projector) if t is not None}, return_when=asyncio.FIRST_COMPLETED
+    )
+    if projector is None or projector not in done:
         await web
-        return EXIT_PROJECTOR_DIED
+        return 0
+    error = projector.exception() if not projector.cancelled() else None
+    log.error("projector.died", error=repr(error), exc_info=error)
+    server.should_exit = True
+    await web
+    return EXIT_PROJECTOR_DIED
 
 
 def main() -> None:

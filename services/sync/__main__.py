@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 
 import structlog
@@ -23,6 +22,7 @@ from services.common.credentials import InsecureConfiguration, require_own_secre
 from services.common.gcpolicy import full_collections_on_a_clock
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
+from services.common.shutdown import stop_on_signals
 from services.sync.app import OWN_SECRETS, sync_service
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ async def supervise(
         code = EXIT_WORKER_DIED
         if server is not None:
             server.should_exit = True
-    # uvicorn owns SIGINT/SIGTERM; once it has drained HTTP, the worker stops too.
+    # Once HTTP is drained (a stop signal, or the worker's death), the worker stops too.
     stop.set()
     if web is not None:
         await web
@@ -80,11 +80,14 @@ async def serve(host: str, port: int, role: str) -> int:
                 service.web_app(), host=host, port=port, log_config=None, access_log=False
             )
             server = uvicorn.Server(config)
-        else:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-        return await supervise(worker, server, stop)
+
+        def stop_requested() -> None:
+            stop.set()
+            if server is not None:
+                server.should_exit = True
+
+        with stop_on_signals(stop_requested):
+            return await supervise(worker, server, stop)
 
 
 def main() -> None:

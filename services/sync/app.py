@@ -31,6 +31,7 @@ from services.common.kafka import ensure_topics, make_consumer, make_producer, t
 from services.common.messages import Command
 from services.common.mongo import CommandCounter, Document, ensure_indexes, make_client
 from services.common.settings import Settings
+from services.common.shutdown import start_unless_stopped, stop_consumer
 from services.common.unavailable import RequestDeadline, unavailable_handlers
 from services.sync import store as store_module
 from services.sync import vault as vault_module
@@ -266,7 +267,8 @@ class SyncService:
         )
         # Subscribed with the worker's rebalance listener, so revoked partitions are drained.
         worker.subscribe()
-        await consumer.start()
+        if not await start_unless_stopped(consumer, stop):
+            return  # stopped while joining the group: nothing was assigned
         self.consumer = consumer
         try:
             # Events a crashed predecessor owed. Only stale entries: a fresh one may belong to a
@@ -276,7 +278,8 @@ class SyncService:
             await worker.run(stop)
         finally:
             self.consumer = None
-            await consumer.stop()
+            # Bounded: a join behind a crashed member would hold it for its session timeout.
+            await stop_consumer(consumer)
 
 
 def qbo_http_session(metrics: SyncMetrics) -> aiohttp.ClientSession:

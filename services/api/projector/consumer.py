@@ -26,6 +26,7 @@ from services.common.kafka import RevokeFirst, ensure_topics, make_consumer, top
 from services.common.mongo import counted_as
 from services.common.offsets import OffsetTracker
 from services.common.settings import Settings
+from services.common.shutdown import stop_consumer
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ async def _run_projector(settings: Settings, projector: Projector) -> None:
                 log.exception("projector.crashed", in_seconds=delay)
             await asyncio.sleep(delay)
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
 
 @dataclass
