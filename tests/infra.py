@@ -117,7 +117,7 @@ def _containers(kafka: str | None, mongo: str | None) -> Endpoints:
     endpoints = Endpoints(kafka or "", mongo or "", f"testcontainers ({images.flavour} images)")
     try:
         if not kafka:
-            port, controller = _free_port(), _free_port()
+            port, controller = free_port(), free_port()
             broker = _start(images.kafka, env=kafka_container_env(port, controller))
             endpoints._cleanups.append(broker.stop)
             # apache/kafka has no health check of its own: the probe compose.yaml runs.
@@ -125,7 +125,7 @@ def _containers(kafka: str | None, mongo: str | None) -> Endpoints:
             _wait_healthy(broker, _apache_kafka_probe(port) if official else None)
             endpoints.kafka_bootstrap_servers = f"127.0.0.1:{port}"
         if not mongo:
-            port = _free_port()
+            port = free_port()
             if images.flavour == "official":
                 server = _start(images.mongo, command=f"--bind_ip 127.0.0.1 --port {port}")
                 endpoints._cleanups.append(server.stop)
@@ -193,7 +193,8 @@ def kafka_container_env(port: int, controller_port: int) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on loopback now (the caller binds it soon after)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]

@@ -6,7 +6,6 @@ images"). Asked for, a missing engine or image fails them instead of skipping.""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,13 +41,6 @@ def docker_client() -> Iterator[Any]:
         yield client
     finally:
         client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_exited(container: Any, within_s: float) -> int:

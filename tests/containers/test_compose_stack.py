@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.containers.conftest import free_port
+from tests.infra import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "qbo-sync-smoke"

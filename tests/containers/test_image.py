@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.containers.conftest import APP_IMAGE, UID, free_port, wait_exited
-from tests.infra import Endpoints
+from tests.containers.conftest import APP_IMAGE, UID, wait_exited
+from tests.infra import Endpoints, free_port
 
 # Kubernetes' default terminationGracePeriodSeconds, and `docker stop`'s 10 s.
 GRACE_S = 10

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import INFRA_SH, ROOT, local_postgres
+from tests.infra import INFRA_SH, ROOT, free_port, local_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +36,6 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def _skip_unless_local() -> None:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("MONGODB_URI"):
         pytest.skip("external services configured; the local processes are not in use")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @needs_toolchains
@@ -87,9 +81,9 @@ def test_taken_postgres_port_gives_a_clear_error(tmp_path: Path) -> None:
         tmp_path,
         "QBO_POSTGRES_PORT",
         {
-            "QBO_MONGO_PORT": str(_free_port()),
-            "QBO_KAFKA_PORT": str(_free_port()),
-            "QBO_KAFKA_CONTROLLER_PORT": str(_free_port()),
+            "QBO_MONGO_PORT": str(free_port()),
+            "QBO_KAFKA_PORT": str(free_port()),
+            "QBO_KAFKA_CONTROLLER_PORT": str(free_port()),
         },
     )
     assert result.returncode != 0

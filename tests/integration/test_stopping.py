@@ -10,8 +10,9 @@ exits within the 10 s grace period, having taken nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.settings import Settings
-from tests.infra import ROOT
+from tests.infra import ROOT, free_port
 from tests.integration.test_worker_crash import settings_env
 from tests.support import eventually
 
@@ -43,11 +44,11 @@ class Running:
 
     def events(self) -> list[str]:
         """The `event` of each JSON log line written so far."""
-        return [
-            line.split('"event": "', 1)[1].split('"', 1)[0]
-            for line in self.log.read_text(errors="replace").splitlines()
-            if '"event": "' in line
-        ]
+        events = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # not a JSON log line
+                events.append(str(json.loads(line)["event"]))
+        return events
 
     async def wait_for_event(self, event: str) -> None:
         async def logged() -> list[str]:
@@ -74,20 +75,13 @@ class Running:
         return code, time.monotonic() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def spawn(settings: Settings, tmp_path: Path) -> AsyncIterator[Spawn]:
     """Starts `python -m <module>` (not PID 1) with this test's settings, logging to a file."""
     started: list[asyncio.subprocess.Process] = []
 
     async def start(module: str, name: str) -> Running:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"{name}.log"
         env = {**settings_env(settings), "LOG_LEVEL": "INFO", "LOG_JSON": "true"}
         with log.open("wb") as out:
